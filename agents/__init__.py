@@ -1,0 +1,46 @@
+"""The roles of a search round and their LLM-free implementations."""
+
+from collm_nas.agents.baselines import local_search, random_search, regularized_evolution, sample_new
+from collm_nas.agents.coordinator import Coordinator, Screening, StopRule
+from collm_nas.agents.roles import (
+    Direction,
+    Generator,
+    History,
+    Navigator,
+    RoundContext,
+    SearchStrategy,
+    Strategy,
+    Trial,
+)
+from collm_nas.errors import UserError
+
+STRATEGIES = {
+    "random": random_search,
+    "rea": regularized_evolution,
+    "local": local_search,
+}
+
+
+def make_strategy(name: str) -> SearchStrategy:
+    """The strategy registered under ``name``."""
+    if name not in STRATEGIES:
+        raise UserError(f"unknown strategy '{name}'; choose one of {', '.join(STRATEGIES)}")
+    return STRATEGIES[name]()
+
+
+__all__ = [
+    "STRATEGIES",
+    "Coordinator",
+    "Direction",
+    "Generator",
+    "History",
+    "Navigator",
+    "RoundContext",
+    "Screening",
+    "SearchStrategy",
+    "StopRule",
+    "Strategy",
+    "Trial",
+    "make_strategy",
+    "sample_new",
+]

@@ -1,0 +1,342 @@
+"""The ``collm-nas`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from collm_nas.errors import UserError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage in one line, exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs-dir", help="folder of the run database (default: $COLLM_NAS_RUNS_DIR or ./runs)")
+
+
+def _table_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--table", help="NAS-Bench-201 results table nb201.csv.gz (default: $COLLM_NAS_NB201_TABLE)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="collm-nas", description="LLM-guided neural architecture search on a resumable LangGraph loop.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("search", help="start a new search")
+    s.add_argument("--space", default="nb201", help="built-in space (nb201) or a .yaml/.json space file")
+    s.add_argument("--evaluator", default="table", help="'table' (NAS-Bench-201 results) or module.path:function")
+    s.add_argument("--dataset", default="cifar10", help="cifar10 (searched on validation), cifar100 or imagenet16")
+    s.add_argument("--strategy", default="rea", help="random, rea (regularized evolution) or local")
+    s.add_argument("--budget", type=int, default=100, help="architectures to evaluate (default 100)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, help="architectures per round (default: the strategy's, 1 for baselines)")
+    s.add_argument("--constraint", action="append", default=[], metavar="EXPR",
+                   help="resource constraint such as params_mb<=1.0, flops_m<=100, lat_ms_pixel3<=20 (repeatable)")
+    s.add_argument("--target", type=float, help="stop once the searched metric reaches this value")
+    s.add_argument("--metric", help="searched metric (default: the dataset's, e.g. cifar10_valid)")
+    s.add_argument("--mode", choices=["max", "min"], default="max", help="maximise or minimise the metric (callable evaluators)")
+    s.add_argument("--run-id", help="name of the new run (default: generated)")
+    s.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _table_flag(s)
+    _common(s)
+
+    r = sub.add_parser("resume", help="continue an interrupted run to its budget")
+    r.add_argument("run_id")
+    r.add_argument("--json", action="store_true")
+    r.add_argument("--no-progress", action="store_true")
+    _table_flag(r)
+    _common(r)
+
+    ls = sub.add_parser("runs", help="list runs with their status")
+    ls.add_argument("--json", action="store_true")
+    _common(ls)
+
+    sh = sub.add_parser("show", help="print a run's trials")
+    sh.add_argument("run_id")
+    sh.add_argument("--top", type=int, help="only the K best trials by the searched metric")
+    sh.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    _common(sh)
+
+    d = sub.add_parser("describe", help="describe a search space and its NCode")
+    d.add_argument("--space", default="nb201")
+    d.add_argument("--constraint", action="append", default=[], metavar="EXPR")
+
+    for name, text in (("encode", "architecture (for nb201 the benchmark string)"), ("decode", "NCode")):
+        e = sub.add_parser(name, help=f"turn an {text} into its other form")
+        e.add_argument("value", help=text)
+        e.add_argument("--space", default="nb201")
+
+    c = sub.add_parser("check", help="check NCodes with the validity checker")
+    c.add_argument("ncodes", nargs="+")
+    c.add_argument("--space", default="nb201")
+    c.add_argument("--dataset", default="cifar10", help="dataset whose resource figures constraints use")
+    c.add_argument("--constraint", action="append", default=[], metavar="EXPR")
+    c.add_argument("--json", action="store_true")
+    _table_flag(c)
+    return parser
+
+
+# ------------------------------------------------------------------ commands
+def _workspace(args: argparse.Namespace):
+    from collm_nas.api import Workspace
+
+    return Workspace(getattr(args, "runs_dir", None), table_path=getattr(args, "table", None))
+
+
+def _progress(args: argparse.Namespace):
+    from collm_nas.progress import ProgressBar
+    from collm_nas.settings import load_settings
+
+    setting = load_settings().progress
+    enabled = None if setting == "auto" else setting == "always"
+    if args.no_progress or args.json:
+        enabled = False
+    return ProgressBar(enabled=enabled)
+
+
+def _print_result(result, as_json: bool) -> None:
+    data = result.to_dict()
+    if as_json:
+        print(json.dumps(data))
+        return
+    best = data["best"]
+    print(f"run {data['run_id']}: {data['status']} ({data['stop_reason']}), "
+          f"{data['evaluations']}/{data['budget']} evaluations in {data['seconds']:.1f}s")
+    print(f"note: {data['metric_note']}")
+    if best is None:
+        print("no successful trial")
+        return
+    print(f"best NCode     {best['ncode']}  (found at evaluation {best['found_at']})")
+    print(f"architecture   {best['arch']}")
+    print(f"searched       {data['searched_metric']} = {best['searched']:.4f}")
+    print(f"reported       {data['reported_metric']} = {best['reported']:.4f}")
+    extras = {k: v for k, v in best["metrics"].items() if k not in (data["searched_metric"], data["reported_metric"])}
+    if extras:
+        print("other          " + ", ".join(f"{k}={v:.4g}" for k, v in extras.items()))
+
+
+def _run_with_progress(args: argparse.Namespace, start) -> int:
+    bar = _progress(args)
+    run_id_seen: list[str] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        if not run_id_seen and event.get("run_id"):
+            run_id_seen.append(event["run_id"])
+            if not args.json:
+                print(f"collm-nas: run {event['run_id']} (if stopped, continue it with "
+                      f"'collm-nas resume {event['run_id']}')", file=sys.stderr)
+        bar(event)
+
+    try:
+        result = start(on_event)
+    except KeyboardInterrupt:
+        bar.close()
+        rid = run_id_seen[0] if run_id_seen else getattr(args, "run_id", None)
+        hint = f"; continue with: collm-nas resume {rid}" if rid else ""
+        print(f"collm-nas: interrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    bar.close()
+    _print_result(result, args.json)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from collm_nas.api import make_run_id
+
+    ws = _workspace(args)
+    args.run_id = args.run_id or make_run_id(args.strategy, args.dataset if args.evaluator == "table" else args.space)
+    return _run_with_progress(
+        args,
+        lambda on_event: ws.search(
+            space=args.space,
+            evaluator=args.evaluator,
+            dataset=args.dataset,
+            strategy=args.strategy,
+            budget=args.budget,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            constraints=args.constraint,
+            target=args.target,
+            metric=args.metric,
+            mode=args.mode,
+            run_id=args.run_id,
+            on_progress=on_event,
+        ),
+    )
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    ws = _workspace(args)
+    return _run_with_progress(args, lambda on_event: ws.resume(args.run_id, on_progress=on_event))
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    ws = _workspace(args)
+    runs = ws.runs()
+    rows = []
+    for info in runs:
+        cfg = info.config
+        rows.append({
+            "run_id": info.run_id,
+            "status": info.display_status,
+            "stop_reason": info.stop_reason,
+            "space": cfg.get("space"),
+            "dataset": cfg.get("dataset") if cfg.get("evaluator") == "table" else cfg.get("evaluator"),
+            "strategy": cfg.get("strategy"),
+            "evaluations": info.n_trials,
+            "budget": cfg.get("budget"),
+            "best_ncode": info.best_ncode,
+            "best_value": info.best_value,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.created_at)),
+        })
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print(f"no runs in {ws.db_path.parent}")
+        return 0
+    print(_format_table(rows, ["run_id", "status", "space", "dataset", "strategy", "evaluations", "budget",
+                               "best_ncode", "best_value", "created"]))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    ws = _workspace(args)
+    run = ws.run(args.run_id)
+    if args.top is not None and args.top < 1:
+        raise UserError(f"--top must be at least 1, got {args.top}")
+    result = ws.result(args.run_id)
+    number = {t.ncode: i + 1 for i, t in enumerate(run.trials())}
+    rows = []
+    for t in run.trials(top=args.top):
+        rows.append({
+            "eval": number[t.ncode], "round": t.round, "ncode": t.ncode, "arch": t.arch, "status": t.status,
+            result.searched_metric: t.metrics.get(result.searched_metric),
+            **({result.reported_metric: t.metrics.get(result.reported_metric)}
+               if result.reported_metric != result.searched_metric else {}),
+            **{k: v for k, v in t.metrics.items() if k not in (result.searched_metric, result.reported_metric)},
+            "error": t.error,
+        })
+    if args.format == "json":
+        print(json.dumps({"run_id": run.run_id, "status": run.status, "config": run.info.config,
+                          "metric_note": result.metric_note, "trials": rows}))
+    elif args.format == "csv":
+        buf = io.StringIO()
+        fields = list(dict.fromkeys(k for row in rows for k in row)) or ["eval"]
+        writer = csv.DictWriter(buf, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        sys.stdout.write(buf.getvalue())
+    else:
+        print(f"run {run.run_id}: {run.status}, {result.evaluations}/{result.budget} evaluations; {result.metric_note}")
+        cols = list(dict.fromkeys(k for row in rows for k in row if k != "error"))
+        print(_format_table(rows, cols) if rows else "no trials yet")
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from collm_nas.spaces import get_space, parse_constraints
+
+    space = get_space(args.space)
+    parse_constraints(args.constraint)
+    print(space.describe(args.constraint))
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from collm_nas.spaces import get_space
+
+    space = get_space(args.space)
+    print(space.parse_arch(args.value))
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from collm_nas.spaces import get_space
+
+    space = get_space(args.space)
+    print(space.format_arch(args.value))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from collm_nas.evaluators import make_evaluator
+    from collm_nas.settings import load_settings
+    from collm_nas.spaces import get_space, parse_constraints
+    from collm_nas.tools import ValidityChecker
+
+    space = get_space(args.space)
+    resources, known = None, set(space.cost_names)
+    constraints = [*space.default_constraints, *args.constraint]
+    if constraints and space.name == "nb201":
+        evaluator = make_evaluator("table", space, dataset=args.dataset,
+                                   table_path=load_settings().table_path(args.table))
+        resources, known = evaluator.resources, known | set(evaluator.resource_names)
+    checker = ValidityChecker(space, parse_constraints(constraints, known), resources)
+    reports = [checker.report(code) for code in args.ncodes]
+    if args.json:
+        print(json.dumps(reports))
+    else:
+        for rep in reports:
+            status = "valid" if rep["valid"] else "INVALID"
+            print(f"{rep['ncode']}: {status}")
+            for p in rep["problems"]:
+                print(f"  - {p['kind']}: {p['message']}")
+    return 0 if all(r["valid"] for r in reports) else 1
+
+
+def _format_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> str:
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return str(v)
+
+    texts = [[cell(row.get(c)) for c in cols] for row in rows]
+    widths = [max(len(c), *(len(t[i]) for t in texts)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths)) for t in texts]
+    return "\n".join(lines)
+
+
+COMMANDS = {
+    "search": cmd_search,
+    "resume": cmd_resume,
+    "runs": cmd_runs,
+    "show": cmd_show,
+    "describe": cmd_describe,
+    "encode": cmd_encode,
+    "decode": cmd_decode,
+    "check": cmd_check,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"collm-nas: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

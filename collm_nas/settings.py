@@ -1,0 +1,54 @@
+"""Settings read from the environment and ``.env`` (prefix ``COLLM_NAS_``).
+
+CLI flags and API arguments override them; ``.env.example`` lists them all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from collm_nas.errors import UserError
+
+# Where the shared NAS-Bench-201 table is found when no setting names it:
+# beside the working directory's parent, or beside this checkout.
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TABLE_CANDIDATES = (
+    Path("../shared/data/nb201.csv.gz"),
+    _REPO_ROOT.parent / "shared" / "data" / "nb201.csv.gz",
+)
+DB_FILENAME = "collm-nas.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COLLM_NAS_", env_file=".env", extra="ignore")
+
+    runs_dir: Path = Path("runs")
+    nb201_table: Path | None = None
+    progress: Literal["auto", "always", "never"] = "auto"
+
+    def table_path(self, override: str | Path | None = None) -> str:
+        """The table path to use: the override, the setting, or the first default that exists."""
+        if override is not None:
+            return str(Path(override).expanduser())
+        if self.nb201_table is not None:
+            return str(self.nb201_table.expanduser())
+        for candidate in DEFAULT_TABLE_CANDIDATES:
+            if candidate.is_file():
+                return str(candidate.resolve())
+        return str(DEFAULT_TABLE_CANDIDATES[0])
+
+    def db_path(self, runs_dir: str | Path | None = None) -> Path:
+        return Path(runs_dir or self.runs_dir).expanduser() / DB_FILENAME
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as e:
+        err = e.errors()[0]
+        name = "COLLM_NAS_" + str(err["loc"][0]).upper() if err["loc"] else "a COLLM_NAS_ setting"
+        raise UserError(f"setting {name} is invalid: {err['msg']}") from None

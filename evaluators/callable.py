@@ -1,0 +1,81 @@
+"""Evaluate with a user's Python function: ``--evaluator mypkg.module:function``.
+
+The function receives the decoded architecture (``{decision: option}``) and
+returns either a number (the searched metric) or a mapping of metrics that
+includes the searched one. Exceptions become failed trials, not crashes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from collm_nas.errors import UserError
+from collm_nas.evaluators.base import Evaluator, TrialResult
+from collm_nas.spaces.space import SearchSpace
+
+
+def import_callable(target: str) -> Callable[..., Any]:
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise UserError(f"evaluator '{target}' must be written module.path:function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UserError(f"cannot import evaluator module '{module_name}' ({e}); check PYTHONPATH") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise UserError(f"'{attr}' in module '{module_name}' is not a function")
+    return fn
+
+
+class CallableEvaluator(Evaluator):
+    name = "callable"
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        fn: Callable[[dict[str, str]], float | Mapping[str, float]] | str,
+        metric: str | None = None,
+        mode: str = "max",
+    ) -> None:
+        self.space = space
+        self.target = fn if isinstance(fn, str) else f"{fn.__module__}:{fn.__qualname__}"
+        self.fn = import_callable(fn) if isinstance(fn, str) else fn
+        self.searched_metric = metric or "score"
+        self.reported_metric = self.searched_metric
+        if mode not in ("max", "min"):
+            raise UserError(f"unknown mode '{mode}'; use max or min")
+        self.mode = mode  # type: ignore[assignment]
+        self.metric_note = f"searched and reported on '{self.searched_metric}' returned by {self.target}"
+
+    @property
+    def resource_names(self) -> tuple[str, ...]:
+        return tuple(sorted(self.space.cost_names))
+
+    def resources(self, ncode: str) -> dict[str, float]:
+        return self.space.costs(ncode)
+
+    def evaluate(self, ncodes: Sequence[str]) -> list[TrialResult]:
+        return list(self.iter_evaluate(ncodes))
+
+    def iter_evaluate(self, ncodes: Sequence[str]):
+        for code in ncodes:
+            arch = self.space.format_arch(code)
+            start = time.perf_counter()
+            try:
+                value = self.fn(self.space.decode(code))
+                metrics = dict(value) if isinstance(value, Mapping) else {self.searched_metric: value}
+                metrics = {k: float(v) for k, v in metrics.items()}
+                if not math.isfinite(metrics.get(self.searched_metric, math.nan)):
+                    raise ValueError(f"returned no finite '{self.searched_metric}'")
+            except Exception as e:  # a failing user function fails one trial
+                last = traceback.format_exception_only(type(e), e)[-1].strip()
+                yield TrialResult(code, arch, status="failed", error=last,
+                                  cost={"wall_s": time.perf_counter() - start})
+                continue
+            yield TrialResult(code, arch, metrics=metrics, cost={"wall_s": time.perf_counter() - start})

@@ -1,0 +1,123 @@
+"""Builds (and validates) the working parts of a run from its configuration.
+
+Graph nodes, the CLI and the Python API all get their space, evaluator,
+checker, strategy and Coordinator from here, so a configuration is checked
+once, the same way everywhere, and a bad one is a one-line UserError.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+from langchain_core.tools import StructuredTool
+
+from collm_nas.agents import Coordinator, SearchStrategy, StopRule, make_strategy
+from collm_nas.errors import UserError
+from collm_nas.evaluators import Evaluator, make_evaluator
+from collm_nas.graphs.state import RunConfig
+from collm_nas.graphs.store import RunHistory, TrialStore
+from collm_nas.spaces import SearchSpace, get_space, parse_constraints, space_from_dict
+from collm_nas.tools import ValidityChecker, make_validity_tool
+
+
+@dataclass
+class Components:
+    run_id: str
+    config: RunConfig
+    space: SearchSpace
+    evaluator: Evaluator
+    checker: ValidityChecker
+    validity_tool: StructuredTool
+    strategy: SearchStrategy
+    coordinator: Coordinator
+    store: TrialStore
+    history: RunHistory
+    legal_count: int | None
+
+    @property
+    def batch_size(self) -> int:
+        return self.coordinator.batch_size
+
+
+def resolve_space(config: RunConfig) -> SearchSpace:
+    if config.space_definition is not None:
+        return space_from_dict(config.space_definition, source=f"stored space '{config.space}'")
+    return get_space(config.space)
+
+
+def check_config(config: RunConfig, table_path: str | None) -> tuple[SearchSpace, Evaluator, ValidityChecker, SearchStrategy, int | None]:
+    """Validate a configuration; raises UserError naming the first problem."""
+    space = resolve_space(config)
+    evaluator = make_evaluator(
+        config.evaluator,
+        space,
+        dataset=config.dataset,
+        table_path=table_path,
+        metric=config.metric,
+        mode=config.mode,
+    )
+    known = set(evaluator.resource_names) | space.cost_names
+    constraints = parse_constraints([*space.default_constraints, *config.constraints], known)
+    checker = ValidityChecker(space, constraints, evaluator.resources)
+    strategy = make_strategy(config.strategy)
+    if config.budget < 1:
+        raise UserError(f"budget must be at least 1, got {config.budget}")
+    if config.batch_size is not None and config.batch_size < 1:
+        raise UserError(f"batch size must be at least 1, got {config.batch_size}")
+    legal = checker.count_legal()
+    if legal is not None and config.budget > legal:
+        raise UserError(
+            f"budget {config.budget} is larger than the space: '{space.name}' has only {legal:,} legal "
+            "architectures under the given constraints; lower --budget"
+        )
+    return space, evaluator, checker, strategy, legal
+
+
+@lru_cache(maxsize=8)
+def open_store(db_path: str) -> TrialStore:
+    return TrialStore(db_path)
+
+
+@lru_cache(maxsize=16)
+def _components(db_path: str, run_id: str, config_json: str, table_path: str | None) -> Components:
+    config = RunConfig.model_validate_json(config_json)
+    space, evaluator, checker, strategy, legal = check_config(config, table_path)
+    store = open_store(db_path)
+    validity_tool = make_validity_tool(checker)
+    coordinator = Coordinator(
+        # Nodes screen through the same LangChain tool an LLM agent calls.
+        check=lambda codes: validity_tool.invoke({"ncodes": codes}),
+        stop=StopRule(config.budget, config.target, evaluator.mode),
+        batch_size=config.batch_size or strategy.default_batch_size,
+    )
+    return Components(
+        run_id=run_id,
+        config=config,
+        space=space,
+        evaluator=evaluator,
+        checker=checker,
+        validity_tool=validity_tool,
+        strategy=strategy,
+        coordinator=coordinator,
+        store=store,
+        history=RunHistory(store, run_id, evaluator.mode),
+        legal_count=legal,
+    )
+
+
+def components_for(
+    db_path: str, run_id: str, config: RunConfig | dict, table_path: str | None = None
+) -> Components:
+    """The (cached) components of a run; the history is refreshed from the store."""
+    cfg = config if isinstance(config, RunConfig) else RunConfig.model_validate(config)
+    key = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+    comps = _components(str(db_path), run_id, key, table_path)
+    comps.history.refresh()
+    return comps
+
+
+def forget_components() -> None:
+    """Drop cached components (tests, or after a run's files were replaced)."""
+    _components.cache_clear()

@@ -1,0 +1,60 @@
+"""Graph state, run configuration and runtime context.
+
+The state is checkpointed after every step, so it holds only what one
+round needs: the run's configuration, counters, the current strategy and
+batch, and a best-so-far summary. Trials live in the trial store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RunConfig(BaseModel):
+    """Everything that defines a search; stored with the run and in its state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    space: str = Field("nb201", description="built-in space name or path to a .yaml/.json space file")
+    space_definition: dict[str, Any] | None = Field(
+        None, description="snapshot of a user space file, so a resumed run sees the same space"
+    )
+    evaluator: str = Field("table", description="'table' (NAS-Bench-201 results) or module.path:function")
+    dataset: str | None = Field("cifar10", description="cifar10, cifar100 or imagenet16 (table evaluator)")
+    strategy: str = Field("rea", description="random, rea or local")
+    budget: int = Field(100, description="number of architectures to evaluate")
+    seed: int = 0
+    batch_size: int | None = Field(None, description="architectures per round (default: the strategy's)")
+    constraints: list[str] = Field(default_factory=list, description="e.g. params_mb<=1.0")
+    target: float | None = Field(None, description="stop once the searched metric reaches this value")
+    metric: str | None = Field(None, description="searched metric (default: the dataset's)")
+    mode: Literal["max", "min"] = "max"
+
+
+
+class SearchState(TypedDict, total=False):
+    run_id: str
+    config: dict[str, Any]  # RunConfig.model_dump()
+    round: int
+    evaluated: int
+    best: dict[str, Any] | None  # {"ncode", "arch", "value", "reported"}
+    strategy: dict[str, Any] | None  # Strategy.model_dump()
+    memory: dict[str, Any]  # the Navigator's own memory
+    proposals: list[str]
+    batch: list[str]
+    screening: dict[str, Any]
+    round_started: float
+    stop_reason: str | None
+
+
+@dataclass
+class SearchContext:
+    """Runtime context: machine-specific places, not part of a run's identity."""
+
+    db_path: str  # the SQLite file holding the trial store
+    table_path: str | None = None  # nb201.csv.gz for the table evaluator
+
+

@@ -1,0 +1,100 @@
+"""The NAS-Bench-201 cell space and its architecture strings.
+
+A cell has 4 nodes; each of its 6 edges (in the benchmark's order
+1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2) takes one of 5 operations.
+The NCode digit of an edge is the operation's index in ``OPERATIONS``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from collm_nas.errors import UserError
+from collm_nas.spaces.space import Decision, Problem, SearchSpace
+
+OPERATIONS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+# (to_node, from_node) in the benchmark's edge order.
+EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+_EDGE_RE = re.compile(r"^([a-z_0-9]+)~(\d)$")
+
+
+class NB201Space(SearchSpace):
+    def __init__(self) -> None:
+        super().__init__(
+            name="nb201",
+            description=(
+                "NAS-Bench-201 cell: a directed acyclic graph of 4 nodes (node 0 is the cell input, "
+                "node 3 its output). Every edge j->i applies one operation; a node sums its incoming "
+                "edges. The network stacks this cell 15 times (3 stages of 5, channels 16/32/64)."
+            ),
+            decisions=[
+                Decision(
+                    name=f"edge_{dst}<-{src}",
+                    options=OPERATIONS,
+                    description=f"operation on the edge from node {src} to node {dst}",
+                )
+                for dst, src in EDGES
+            ],
+        )
+
+    # Benchmark string <-> NCode -------------------------------------------
+    def format_arch(self, ncode: str) -> str:
+        ops = list(self.decode(ncode).values())
+        nodes = []
+        k = 0
+        for dst in (1, 2, 3):
+            parts = []
+            for src in range(dst):
+                parts.append(f"{ops[k]}~{src}")
+                k += 1
+            nodes.append("|" + "|".join(parts) + "|")
+        return "+".join(nodes)
+
+    def parse_arch(self, text: str) -> str:
+        text = text.strip()
+        nodes = text.split("+")
+        if len(nodes) != 3:
+            raise UserError(
+                f"'{text}' is not a NAS-Bench-201 string; expected |op~0|+|op~0|op~1|+|op~0|op~1|op~2|"
+            )
+        digits = []
+        for dst, node in enumerate(nodes, start=1):
+            if not (node.startswith("|") and node.endswith("|")):
+                raise UserError(f"node {dst} of '{text}' must be written between '|' bars")
+            edges = node[1:-1].split("|")
+            if len(edges) != dst:
+                raise UserError(f"node {dst} of '{text}' needs {dst} incoming edges, got {len(edges)}")
+            for src, edge in enumerate(edges):
+                m = _EDGE_RE.match(edge)
+                if not m or int(m.group(2)) != src:
+                    raise UserError(f"edge '{edge}' of node {dst} should read op~{src}")
+                if m.group(1) not in OPERATIONS:
+                    raise UserError(f"unknown operation '{m.group(1)}'; known: {', '.join(OPERATIONS)}")
+                digits.append(str(OPERATIONS.index(m.group(1))))
+        return "".join(digits)
+
+    # Structural rule ---------------------------------------------------------
+    def structural_problems(self, ncode: str) -> list[Problem]:
+        if not reaches_output(ncode):
+            return [
+                Problem(
+                    "structure",
+                    "degenerate cell: no path of non-'none' edges leads from the input (node 0) to the output (node 3)",
+                )
+            ]
+        return []
+
+    def rules_text(self) -> str:
+        return (
+            "a cell must have a path of non-'none' edges from node 0 to node 3; "
+            "otherwise it is degenerate (its output is constant) and illegal."
+        )
+
+
+def reaches_output(ncode: str) -> bool:
+    """Whether node 3 is reachable from node 0 through non-``none`` edges."""
+    reached = {0}
+    for (dst, src), digit in zip(EDGES, ncode):
+        if digit != "0" and src in reached:
+            reached.add(dst)
+    return 3 in reached

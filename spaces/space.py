@@ -1,0 +1,369 @@
+"""A search space as data: ordered decisions, their options, and NCode.
+
+NCode writes an architecture as one character per decision: the index of the
+chosen option, ``0-9`` then ``a-z`` (so at most 36 options per decision).
+Decisions may be *inactive* depending on other decisions (``active_if``); an
+inactive decision is always written as ``0`` so that every architecture has
+exactly one NCode.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from collm_nas.errors import UserError
+
+NCODE_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+INACTIVE_CHAR = "0"
+
+
+def index_to_char(index: int) -> str:
+    return NCODE_ALPHABET[index]
+
+
+def char_to_index(char: str) -> int:
+    """Index of an NCode character, or -1 when it is not an NCode character."""
+    return NCODE_ALPHABET.find(char.lower()) if len(char) == 1 else -1
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One position of the NCode: a named choice among options."""
+
+    name: str
+    options: tuple[str, ...]
+    description: str = ""
+    # Active only when each named decision takes one of the listed options.
+    active_if: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Additive resource figures per option, aligned with ``options``.
+    costs: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+
+    def option_index(self, option: str) -> int:
+        try:
+            return self.options.index(str(option))
+        except ValueError:
+            raise UserError(
+                f"decision '{self.name}' has no option '{option}'; options are {', '.join(self.options)}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a code is not a legal architecture of its space."""
+
+    kind: str  # length | character | inactive | structure | constraint
+    message: str
+
+
+class SearchSpace:
+    """Ordered decisions with options; encodes, decodes and checks NCodes.
+
+    Subclasses add structural rules (``structural_problems``) and a native
+    architecture format (``format_arch`` / ``parse_arch``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        decisions: Sequence[Decision],
+        description: str = "",
+        base_costs: Mapping[str, float] | None = None,
+        default_constraints: Sequence[str] = (),
+    ) -> None:
+        if not decisions:
+            raise UserError(f"space '{name}' has no decisions; give at least one")
+        self.name = name
+        self.decisions: tuple[Decision, ...] = tuple(decisions)
+        self.description = description
+        self.base_costs = dict(base_costs or {})
+        self.default_constraints = tuple(default_constraints)
+        self._by_name = {d.name: i for i, d in enumerate(self.decisions)}
+        self._check_definition()
+
+    # ------------------------------------------------------------------ shape
+    def _check_definition(self) -> None:
+        if len(self._by_name) != len(self.decisions):
+            raise UserError(f"space '{self.name}' names a decision twice; decision names must be unique")
+        for pos, d in enumerate(self.decisions):
+            if not 1 <= len(d.options) <= len(NCODE_ALPHABET):
+                raise UserError(
+                    f"decision '{d.name}' has {len(d.options)} options; NCode allows 1 to {len(NCODE_ALPHABET)}"
+                )
+            if len(set(d.options)) != len(d.options):
+                raise UserError(f"decision '{d.name}' lists an option twice")
+            for other, allowed in d.active_if.items():
+                if other not in self._by_name:
+                    raise UserError(f"decision '{d.name}' depends on unknown decision '{other}'")
+                if self._by_name[other] >= pos:
+                    raise UserError(
+                        f"decision '{d.name}' depends on '{other}', which must come before it in the list"
+                    )
+                for option in allowed:
+                    self.decisions[self._by_name[other]].option_index(option)
+            for resource, values in d.costs.items():
+                if len(values) != len(d.options):
+                    raise UserError(
+                        f"decision '{d.name}' gives {len(values)} '{resource}' costs for {len(d.options)} options"
+                    )
+
+    @property
+    def length(self) -> int:
+        return len(self.decisions)
+
+    @property
+    def has_conditions(self) -> bool:
+        return any(d.active_if for d in self.decisions)
+
+    def cardinality(self) -> int:
+        """Number of distinct NCodes (architectures), before structural rules."""
+        if not self.has_conditions:
+            return math.prod(len(d.options) for d in self.decisions)
+        return sum(1 for _ in self.enumerate())
+
+    def decision(self, name: str) -> Decision:
+        return self.decisions[self._by_name[name]]
+
+    # ---------------------------------------------------------------- codec
+    def is_active(self, position: int, indices: Sequence[int]) -> bool:
+        d = self.decisions[position]
+        for other, allowed in d.active_if.items():
+            j = self._by_name[other]
+            if not self.is_active(j, indices):
+                return False
+            if self.decisions[j].options[indices[j]] not in allowed:
+                return False
+        return True
+
+    def encode(self, choice: Mapping[str, object]) -> str:
+        """NCode of an architecture given as ``{decision: option}``.
+
+        Inactive decisions may be omitted; they are written as ``0``.
+        """
+        unknown = set(choice) - set(self._by_name)
+        if unknown:
+            raise UserError(f"unknown decision(s) {sorted(unknown)} for space '{self.name}'")
+        indices: list[int] = []
+        for pos, d in enumerate(self.decisions):
+            indices.append(0)
+            if self.is_active(pos, indices):
+                if d.name not in choice:
+                    raise UserError(f"architecture misses decision '{d.name}'")
+                indices[pos] = d.option_index(str(choice[d.name]))
+        return "".join(index_to_char(i) for i in indices)
+
+    def decode(self, ncode: str) -> dict[str, str]:
+        """``{decision: option}`` for the active decisions of a well-formed code."""
+        problems = self.format_problems(ncode)
+        if problems:
+            raise UserError(f"malformed NCode '{ncode}': {problems[0].message}")
+        indices = self.indices(ncode)
+        return {
+            d.name: d.options[indices[pos]]
+            for pos, d in enumerate(self.decisions)
+            if self.is_active(pos, indices)
+        }
+
+    def indices(self, ncode: str) -> list[int]:
+        return [char_to_index(c) for c in ncode]
+
+    def from_indices(self, indices: Sequence[int]) -> str:
+        return "".join(index_to_char(i) for i in indices)
+
+    def canonical(self, indices: Sequence[int]) -> str:
+        """The NCode of ``indices`` with inactive decisions reset to ``0``."""
+        fixed = list(indices)
+        for pos in range(len(fixed)):
+            if not self.is_active(pos, fixed):
+                fixed[pos] = 0
+        return self.from_indices(fixed)
+
+    def format_arch(self, ncode: str) -> str:
+        """A readable form of an architecture (benchmarks override with theirs)."""
+        return ", ".join(f"{k}={v}" for k, v in self.decode(ncode).items())
+
+    def parse_arch(self, text: str) -> str:
+        """Inverse of :meth:`format_arch`: ``"a=1, b=x"`` -> NCode."""
+        choice: dict[str, str] = {}
+        for part in text.split(","):
+            if not part.strip():
+                continue
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise UserError(f"cannot read '{part.strip()}' as decision=option")
+            choice[key.strip()] = value.strip()
+        return self.encode(choice)
+
+    # --------------------------------------------------------------- checks
+    def format_problems(self, ncode: str) -> list[Problem]:
+        """Length, alphabet and inactive-decision problems of a code."""
+        if not isinstance(ncode, str):
+            return [Problem("length", f"an NCode is a string, got {type(ncode).__name__}")]
+        if len(ncode) != self.length:
+            return [
+                Problem(
+                    "length",
+                    f"has {len(ncode)} characters; space '{self.name}' needs {self.length} (one per decision)",
+                )
+            ]
+        problems: list[Problem] = []
+        indices = []
+        for pos, (char, d) in enumerate(zip(ncode, self.decisions)):
+            idx = char_to_index(char)
+            if not 0 <= idx < len(d.options):
+                problems.append(
+                    Problem(
+                        "character",
+                        f"position {pos + 1} ('{d.name}') is '{char}'; allowed "
+                        f"{self._allowed_chars(d)}",
+                    )
+                )
+                idx = 0
+            indices.append(idx)
+        if problems:
+            return problems
+        if ncode != ncode.lower():
+            return [Problem("character", "NCode letters are lower case")]
+        for pos, d in enumerate(self.decisions):
+            if indices[pos] != 0 and not self.is_active(pos, indices):
+                problems.append(
+                    Problem(
+                        "inactive",
+                        f"position {pos + 1} ('{d.name}') is inactive here and must be '{INACTIVE_CHAR}', got '{ncode[pos]}'",
+                    )
+                )
+        return problems
+
+    def structural_problems(self, ncode: str) -> list[Problem]:
+        """Space-specific rules on a well-formed code (none by default)."""
+        return []
+
+    def _allowed_chars(self, d: Decision) -> str:
+        last = index_to_char(len(d.options) - 1)
+        return "'0'" if last == "0" else f"'0'..'{last}'"
+
+    @property
+    def cost_names(self) -> set[str]:
+        """Resources the space itself declares (``base_costs`` and per-option ``costs``)."""
+        return set(self.base_costs) | {r for d in self.decisions for r in d.costs}
+
+    def costs(self, ncode: str) -> dict[str, float]:
+        """Additive resource figures declared in the space (base + per option)."""
+        names = self.cost_names
+        if not names:
+            return {}
+        indices = self.indices(ncode)
+        totals = {r: float(self.base_costs.get(r, 0.0)) for r in names}
+        for pos, d in enumerate(self.decisions):
+            if self.is_active(pos, indices):
+                for r, values in d.costs.items():
+                    totals[r] += values[indices[pos]]
+        return totals
+
+    # --------------------------------------------------------- neighbourhood
+    def neighbours(self, ncode: str) -> list[str]:
+        """All codes that differ from ``ncode`` in one active decision."""
+        indices = self.indices(ncode)
+        out: list[str] = []
+        seen = {ncode}
+        for pos, d in enumerate(self.decisions):
+            if not self.is_active(pos, indices):
+                continue
+            for alt in range(len(d.options)):
+                if alt == indices[pos]:
+                    continue
+                changed = list(indices)
+                changed[pos] = alt
+                code = self.canonical(changed)
+                if code not in seen:
+                    seen.add(code)
+                    out.append(code)
+        return out
+
+    def mutate(self, ncode: str, rng: random.Random) -> str:
+        """Change one active decision to another option, chosen uniformly."""
+        indices = self.indices(ncode)
+        positions = [
+            p for p, d in enumerate(self.decisions) if len(d.options) > 1 and self.is_active(p, indices)
+        ]
+        if not positions:
+            return ncode
+        pos = rng.choice(positions)
+        alt = rng.randrange(len(self.decisions[pos].options) - 1)
+        indices[pos] = alt if alt < indices[pos] else alt + 1
+        return self.canonical(indices)
+
+    def sample(self, rng: random.Random) -> str:
+        """A uniformly random NCode (uniform per decision; canonical)."""
+        return self.canonical([rng.randrange(len(d.options)) for d in self.decisions])
+
+    def enumerate(self) -> Iterator[str]:
+        """Every canonical NCode, in lexicographic order of indices."""
+        seen: set[str] = set()
+        for combo in itertools.product(*(range(len(d.options)) for d in self.decisions)):
+            code = self.canonical(combo)
+            if self.has_conditions:
+                if code in seen:
+                    continue
+                seen.add(code)
+            yield code
+
+    # ----------------------------------------------------------- description
+    def describe(self, constraints: Sequence[str] = ()) -> str:
+        """A plain-language description of the space and its NCode."""
+        lines = [
+            f"Search space '{self.name}': {self.length} decisions, "
+            f"{self.cardinality():,} architectures."
+        ]
+        if self.description:
+            lines.append(self.description.strip())
+        lines.append(
+            f"An architecture is written as an NCode: a string of exactly {self.length} characters, "
+            "one per decision in the order below. Each character is the index of the chosen option "
+            "(0-9, then a-z)."
+        )
+        for pos, d in enumerate(self.decisions):
+            opts = ", ".join(f"{index_to_char(i)}={o}" for i, o in enumerate(d.options))
+            text = f"  {pos + 1}. {d.name}: {opts}"
+            if d.description:
+                text += f" -- {d.description}"
+            if d.active_if:
+                conds = " and ".join(f"{k} in {{{', '.join(v)}}}" for k, v in d.active_if.items())
+                text += f" (used only when {conds}; otherwise write 0)"
+            lines.append(text)
+        rules = self.rules_text()
+        if rules:
+            lines.append("Rules: " + rules)
+        all_constraints = list(self.default_constraints) + [c for c in constraints if c not in self.default_constraints]
+        if all_constraints:
+            lines.append("Resource constraints: " + "; ".join(all_constraints) + ".")
+        return "\n".join(lines)
+
+    def rules_text(self) -> str:
+        return ""
+
+    def to_dict(self) -> dict:
+        """The definition as plain data (the format the YAML/JSON loader reads)."""
+        out: dict = {"name": self.name, "decisions": []}
+        if self.description:
+            out["description"] = self.description
+        for d in self.decisions:
+            item: dict = {"name": d.name, "options": list(d.options)}
+            if d.description:
+                item["description"] = d.description
+            if d.active_if:
+                item["active_if"] = {k: list(v) for k, v in d.active_if.items()}
+            if d.costs:
+                item["costs"] = {k: list(v) for k, v in d.costs.items()}
+            out["decisions"].append(item)
+        if self.base_costs:
+            out["base_costs"] = dict(self.base_costs)
+        if self.default_constraints:
+            out["constraints"] = list(self.default_constraints)
+        return out
+
+    def __repr__(self) -> str:
+        return f"SearchSpace({self.name!r}, {self.length} decisions)"
