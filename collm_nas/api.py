@@ -201,7 +201,9 @@ class Workspace:
         if not snapshot.values:
             graph_input: dict | None = {"run_id": run_id, "config": config.model_dump(mode="json"), "round": 0,
                                         "evaluated": 0, "memory": {}, "best": None, "stop_reason": None}
-        elif snapshot.next:
+        elif snapshot.tasks:
+            # Tasks remain (``next`` alone is not enough: a task whose writes were
+            # saved just before the interruption is listed in ``tasks`` only).
             graph_input = None
         else:  # the graph ended but the process died before the status was written
             self.store.set_status(run_id, FINISHED, snapshot.values.get("stop_reason"))

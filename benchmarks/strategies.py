@@ -1,0 +1,167 @@
+"""Benchmark the LLM-free strategies on NAS-Bench-201 through the real search loop.
+
+Every (strategy, dataset, seed) is one ``Workspace.search`` (LangGraph graph,
+SQLite checkpointer, trial store) on the table evaluator, in a temporary runs
+directory. Per (strategy, dataset) it reports:
+
+* the mean ± std of the reported test accuracy of the best architecture found
+  (best by the searched metric),
+* the share of seeds that found the space's best architecture by the searched
+  metric, and the median number of evaluations it took them,
+* the mean wall seconds per search.
+
+    python benchmarks/strategies.py --seeds 20 --budget 100 --out strategies.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from collm_nas import Workspace
+from collm_nas.agents import STRATEGIES
+from collm_nas.evaluators.nb201_table import DATASETS, load_table
+from collm_nas.settings import Settings
+
+DEFAULT_DATASETS = ("cifar10", "cifar100", "imagenet16")
+LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet16": "ImageNet16-120"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    p.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS), choices=list(DATASETS))
+    p.add_argument("--seeds", type=int, default=20, help="number of seeds (0..N-1) per cell; default 20")
+    p.add_argument("--budget", type=int, default=100, help="evaluations per search; default 100")
+    p.add_argument("--batch-size", type=int, default=None, help="architectures per round (default: strategy's)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes, one Workspace each; default 2")
+    p.add_argument("--table", default=None,
+                   help="nb201.csv.gz (default: $COLLM_NAS_NB201_TABLE or the settings default)")
+    p.add_argument("--out", type=Path, default=None, help="write the summary and every search as JSON")
+    args = p.parse_args(argv)
+    if args.seeds < 1 or args.workers < 1 or args.budget < 1:
+        p.error("--seeds, --workers and --budget must be at least 1")
+    args.table = Settings().table_path(args.table)
+    return args
+
+
+def space_best(table_path: str, datasets: list[str]) -> dict[str, dict]:
+    """The best architecture of the whole table per dataset, by its searched metric."""
+    table = load_table(str(Path(table_path).expanduser().resolve()))
+    out = {}
+    for ds in datasets:
+        spec = DATASETS[ds]
+        code, value = table.best(spec.searched)
+        out[ds] = {"ncode": code, "searched": value, "reported": table.value(code, spec.reported),
+                   "searched_metric": spec.searched, "reported_metric": spec.reported}
+    return out
+
+
+def run_chunk(task: tuple[str, str, int | None, list[tuple[str, str, int, int]]]) -> list[dict]:
+    """One worker: its own Workspace (own SQLite file), its share of the searches."""
+    runs_dir, table_path, batch_size, jobs = task
+    ws = Workspace(runs_dir, table_path=table_path)
+    records = []
+    for strategy, dataset, seed, budget in jobs:
+        started = time.perf_counter()
+        r = ws.search(space="nb201", dataset=dataset, strategy=strategy, budget=budget, seed=seed,
+                      batch_size=batch_size, run_id=f"{strategy}-{dataset}-s{seed}")
+        wall = time.perf_counter() - started
+        records.append({
+            "strategy": strategy, "dataset": dataset, "seed": seed,
+            "status": r.status, "stop_reason": r.stop_reason, "evaluations": r.evaluations,
+            "best_ncode": r.best.ncode if r.best else None,
+            "searched": r.best.metrics.get(r.searched_metric) if r.best else None,
+            "reported": r.best.metrics.get(r.reported_metric) if r.best else None,
+            "found_at": r.found_at, "wall_s": wall,
+        })
+    return records
+
+
+def run_all(args: argparse.Namespace, runs_root: Path) -> list[dict]:
+    jobs = [(s, d, seed, args.budget) for s in args.strategies for d in args.datasets for seed in range(args.seeds)]
+    workers = min(args.workers, len(jobs))
+    # Round-robin split: every worker gets a similar mix of strategies and datasets.
+    tasks = [(str(runs_root / f"worker{i}"), args.table, args.batch_size, jobs[i::workers]) for i in range(workers)]
+    if workers == 1:
+        return run_chunk(tasks[0])
+    with mp.get_context("spawn").Pool(workers) as pool:
+        return [rec for chunk in pool.map(run_chunk, tasks) for rec in chunk]
+
+
+def summarise(records: list[dict], best: dict[str, dict]) -> dict[str, dict[str, dict]]:
+    cells: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for rec in records:
+        cells[(rec["strategy"], rec["dataset"])].append(rec)
+    summary: dict[str, dict[str, dict]] = defaultdict(dict)
+    for (strategy, dataset), recs in cells.items():
+        accs = [r["reported"] for r in recs if r["reported"] is not None]
+        hits = [r for r in recs if r["best_ncode"] == best[dataset]["ncode"]]
+        summary[strategy][dataset] = {
+            "seeds": len(recs),
+            "acc_mean": statistics.fmean(accs) if accs else None,
+            "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "searched_mean": statistics.fmean(r["searched"] for r in recs if r["searched"] is not None),
+            "found": len(hits),
+            "found_share": len(hits) / len(recs),
+            "median_evals_to_best": statistics.median(r["found_at"] for r in hits) if hits else None,
+            "mean_wall_s": statistics.fmean(r["wall_s"] for r in recs),
+            "mean_evaluations": statistics.fmean(r["evaluations"] for r in recs),
+        }
+    return summary
+
+
+def markdown(summary: dict, strategies: list[str], datasets: list[str]) -> str:
+    head = ["strategy"] + [f"{LABELS[d]} {col}" for d in datasets
+                           for col in ("acc mean±std", "found %", "median evals")] + ["wall s/search"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in strategies:
+        row = [s]
+        walls = []
+        for d in datasets:
+            c = summary[s][d]
+            med = "–" if c["median_evals_to_best"] is None else f"{c['median_evals_to_best']:g}"
+            row += [f"{c['acc_mean']:.2f} ± {c['acc_std']:.2f}",
+                    f"{100 * c['found_share']:.0f}% ({c['found']}/{c['seeds']})",
+                    f"{med} (n={c['found']})"]
+            walls.append(c["mean_wall_s"])
+        row.append(f"{statistics.fmean(walls):.2f}")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    best = space_best(args.table, args.datasets)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="collm-nas-bench-") as tmp:
+        records = run_all(args, Path(tmp))
+    total = time.perf_counter() - started
+    summary = summarise(records, best)
+    print(f"NAS-Bench-201, budget {args.budget}, {args.seeds} seeds, batch size "
+          f"{args.batch_size or 'strategy default'}, {args.workers} workers, table {args.table}")
+    for d in args.datasets:
+        b = best[d]
+        print(f"  {LABELS[d]}: searched on {b['searched_metric']}, reported {b['reported_metric']}; space best "
+              f"{b['ncode']} ({b['searched_metric']} {b['searched']:.2f}, {b['reported_metric']} {b['reported']:.2f})")
+    print()
+    print(markdown(summary, args.strategies, args.datasets))
+    print()
+    print(f"{len(records)} searches in {total:.1f} s wall ({os.cpu_count()} CPUs); "
+          "acc = reported test accuracy (%) of the best-by-searched-metric architecture found; "
+          "median evals over the seeds that found the space's best (n).")
+    if args.out:
+        args.out.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                                        "space_best": best, "summary": summary, "searches": records}, indent=2))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Shared fixtures: the real NAS-Bench-201 table (never copied into the repo)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from collm_nas.evaluators import NB201TableEvaluator
+
+
+@pytest.fixture(scope="session")
+def table_path() -> str:
+    """Path of nb201.csv.gz: $COLLM_NAS_NB201_TABLE, else ../shared/data/nb201.csv.gz."""
+    env = os.environ.get("COLLM_NAS_NB201_TABLE")
+    path = Path(env).expanduser() if env else Path(__file__).resolve().parents[1].parent / "shared/data/nb201.csv.gz"
+    if not path.is_file():
+        pytest.skip(
+            f"NAS-Bench-201 table not found at '{path}'; set COLLM_NAS_NB201_TABLE to the path of nb201.csv.gz"
+        )
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def nb201_evaluator(table_path: str) -> NB201TableEvaluator:
+    """The table evaluator for CIFAR-10 (searches cifar10_valid, reports cifar10_test)."""
+    return NB201TableEvaluator(table_path, dataset="cifar10")
