@@ -34,7 +34,7 @@ def sample_new(ctx: RoundContext, n: int, rng: random.Random, exclude: set[str] 
         if code not in exclude and ctx.is_new_and_legal(code):
             exclude.add(code)
             out.append(code)
-    if len(out) < n and ctx.space.cardinality() <= ENUMERATE_LIMIT:
+    if len(out) < n and ctx.space.size_bound() <= ENUMERATE_LIMIT:
         rest = [c for c in ctx.space.enumerate() if c not in exclude and ctx.is_new_and_legal(c)]
         rng.shuffle(rest)
         out += rest[: n - len(out)]

@@ -6,6 +6,7 @@ from collm_nas.errors import UserError
 from collm_nas.evaluators.base import Evaluator, TrialResult
 from collm_nas.evaluators.callable import CallableEvaluator
 from collm_nas.evaluators.nb201_table import DATASETS, NB201TableEvaluator, load_table
+from collm_nas.spaces.nb201 import NB201Space
 from collm_nas.spaces.space import SearchSpace
 
 EVALUATORS = ("table", "module.path:function")
@@ -22,7 +23,7 @@ def make_evaluator(
 ) -> Evaluator:
     """Build the evaluator a run asks for (``table`` or ``module:function``)."""
     if kind == "table":
-        if space.name != "nb201":
+        if not isinstance(space, NB201Space):
             raise UserError(
                 f"the table evaluator covers only the nb201 space, not '{space.name}'; "
                 "use --evaluator module.path:function for your own space"

@@ -27,6 +27,10 @@ def import_callable(target: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise UserError(f"cannot import evaluator module '{module_name}' ({e}); check PYTHONPATH") from None
+    except Exception as e:  # the module itself is broken: say so in one line
+        raise UserError(
+            f"cannot import evaluator module '{module_name}': {type(e).__name__}: {e}; fix the module"
+        ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise UserError(f"'{attr}' in module '{module_name}' is not a function")
@@ -65,9 +69,10 @@ class CallableEvaluator(Evaluator):
 
     def iter_evaluate(self, ncodes: Sequence[str]):
         for code in ncodes:
-            arch = self.space.format_arch(code)
             start = time.perf_counter()
+            arch = code
             try:
+                arch = self.space.format_arch(code)
                 value = self.fn(self.space.decode(code))
                 metrics = dict(value) if isinstance(value, Mapping) else {self.searched_metric: value}
                 metrics = {k: float(v) for k, v in metrics.items()}

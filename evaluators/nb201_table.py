@@ -114,6 +114,8 @@ def load_table(path: str) -> NB201Table:
                     code = space.parse_arch(row[arch_at])
                 except UserError as e:
                     raise ValueError(f"line {lineno}: {e}") from None
+                if code in rows:
+                    raise ValueError(f"line {lineno} repeats architecture {row[arch_at]}")
                 rows[code] = tuple(float(row[i]) if row[i] != "" else float("nan") for i in at)
                 arch_strings[code] = row[arch_at]
     except (OSError, EOFError, UnicodeDecodeError, csv.Error, ValueError) as e:

@@ -118,10 +118,18 @@ class SearchSpace:
     def has_conditions(self) -> bool:
         return any(d.active_if for d in self.decisions)
 
+    def size_bound(self) -> int:
+        """Product of the option counts: the exact size without conditions, an upper bound with them."""
+        return math.prod(len(d.options) for d in self.decisions)
+
     def cardinality(self) -> int:
-        """Number of distinct NCodes (architectures), before structural rules."""
+        """Number of distinct NCodes (architectures), before structural rules.
+
+        Exact; for conditional spaces it walks the canonical codes, so callers
+        facing large conditional spaces should look at :meth:`size_bound` first.
+        """
         if not self.has_conditions:
-            return math.prod(len(d.options) for d in self.decisions)
+            return self.size_bound()
         return sum(1 for _ in self.enumerate())
 
     def decision(self, name: str) -> Decision:
@@ -301,23 +309,33 @@ class SearchSpace:
         return self.canonical([rng.randrange(len(d.options)) for d in self.decisions])
 
     def enumerate(self) -> Iterator[str]:
-        """Every canonical NCode, in lexicographic order of indices."""
-        seen: set[str] = set()
-        for combo in itertools.product(*(range(len(d.options)) for d in self.decisions)):
-            code = self.canonical(combo)
-            if self.has_conditions:
-                if code in seen:
-                    continue
-                seen.add(code)
-            yield code
+        """Every canonical NCode once, in lexicographic order of indices."""
+        if not self.has_conditions:
+            for combo in itertools.product(*(range(len(d.options)) for d in self.decisions)):
+                yield self.from_indices(combo)
+            return
+        # Conditions refer only to earlier decisions, so a depth-first walk
+        # that writes 0 for inactive decisions meets each canonical code once.
+        indices = [0] * self.length
+
+        def walk(pos: int) -> Iterator[str]:
+            if pos == self.length:
+                yield self.from_indices(indices)
+                return
+            choices = range(len(self.decisions[pos].options)) if self.is_active(pos, indices) else (0,)
+            for i in choices:
+                indices[pos] = i
+                yield from walk(pos + 1)
+            indices[pos] = 0
+
+        yield from walk(0)
 
     # ----------------------------------------------------------- description
     def describe(self, constraints: Sequence[str] = ()) -> str:
         """A plain-language description of the space and its NCode."""
-        lines = [
-            f"Search space '{self.name}': {self.length} decisions, "
-            f"{self.cardinality():,} architectures."
-        ]
+        bound = self.size_bound()
+        size = f"{self.cardinality():,}" if bound <= 1_000_000 or not self.has_conditions else f"at most {bound:,}"
+        lines = [f"Search space '{self.name}': {self.length} decisions, {size} architectures."]
         if self.description:
             lines.append(self.description.strip())
         lines.append(

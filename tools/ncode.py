@@ -52,6 +52,7 @@ def make_ncode_tools(space: SearchSpace) -> tuple[StructuredTool, StructuredTool
         description=f"Turn an architecture of the '{space.name}' space into its NCode.",
         args_schema=EncodeArgs,
         handle_tool_error=True,
+        handle_validation_error=True,
     )
     decode_tool = StructuredTool.from_function(
         func=decode,
@@ -59,5 +60,6 @@ def make_ncode_tools(space: SearchSpace) -> tuple[StructuredTool, StructuredTool
         description=f"Turn an NCode of the '{space.name}' space into its decisions and readable architecture.",
         args_schema=DecodeArgs,
         handle_tool_error=True,
+        handle_validation_error=True,
     )
     return encode_tool, decode_tool

@@ -47,7 +47,7 @@ class ValidityChecker:
 
     def count_legal(self, limit: int = 2_000_000) -> int | None:
         """Number of legal architectures, or None when the space is too large to count."""
-        if self.space.cardinality() > limit:
+        if self.space.size_bound() > limit:
             return None
         return sum(1 for code in self.space.enumerate() if self.is_valid(code))
 
