@@ -4,6 +4,8 @@ from collm_nas.agents.baselines import local_search, random_search, regularized_
 from collm_nas.agents.coordinator import Coordinator, Screening, StopRule
 from collm_nas.agents.roles import (
     Direction,
+    Feedback,
+    Objective,
     Generator,
     History,
     Navigator,
@@ -14,11 +16,19 @@ from collm_nas.agents.roles import (
 )
 from collm_nas.errors import UserError
 
+def _collm() -> SearchStrategy:
+    from collm_nas.agents.collm import collm_search  # imports the LLM stack only when asked
+
+    return collm_search()
+
+
 STRATEGIES = {
     "random": random_search,
     "rea": regularized_evolution,
     "local": local_search,
+    "collm": _collm,
 }
+LLM_FREE_STRATEGIES = ("random", "rea", "local")
 
 
 def make_strategy(name: str) -> SearchStrategy:
@@ -32,6 +42,9 @@ __all__ = [
     "STRATEGIES",
     "Coordinator",
     "Direction",
+    "Feedback",
+    "LLM_FREE_STRATEGIES",
+    "Objective",
     "Generator",
     "History",
     "Navigator",

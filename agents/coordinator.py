@@ -2,8 +2,9 @@
 
 It owns the rules that keep a search honest whatever proposes candidates:
 nothing illegal and nothing already evaluated is ever evaluated, a batch
-never exceeds the budget left, and the search ends at the budget, at the
-target value, or when the space has nothing new left.
+never exceeds the budget left, a short batch is topped up by an LLM-free
+strategy, and the search ends at the budget, at the target value, after a
+number of rounds without improvement, or when the space has nothing new left.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from collm_nas.agents.baselines import sample_new
-from collm_nas.agents.roles import RoundContext
+from collm_nas.agents.roles import Feedback, RoundContext, SearchStrategy
 
 CheckFn = Callable[[list[str]], list[dict]]
 
@@ -26,10 +27,28 @@ class Screening:
     duplicates: list[str] = field(default_factory=list)  # already evaluated, or twice in the proposals
     illegal: dict[str, list[str]] = field(default_factory=dict)  # code -> reasons
     topped_up: list[str] = field(default_factory=list)
+    corrections: int = 0  # corrective follow-ups sent to the generator
 
     @property
     def batch(self) -> list[str]:
         return self.accepted + self.topped_up
+
+    def feedback(self, wanted: int, reply: str = "") -> Feedback:
+        return Feedback(wanted=wanted, illegal=dict(self.illegal), duplicates=list(self.duplicates),
+                        accepted=list(self.accepted), reply=reply)
+
+    def merge(self, later: "Screening") -> "Screening":
+        """This screening followed by the screening of a corrective follow-up."""
+        illegal = dict(self.illegal)
+        illegal.update(later.illegal)
+        return Screening(
+            proposed=self.proposed + later.proposed,
+            accepted=self.accepted + later.accepted,
+            duplicates=self.duplicates + later.duplicates,
+            illegal=illegal,
+            topped_up=self.topped_up + later.topped_up,
+            corrections=self.corrections + later.corrections + 1,
+        )
 
     def figures(self) -> dict:
         return {
@@ -38,8 +57,14 @@ class Screening:
             "duplicates": len(self.duplicates),
             "illegal": len(self.illegal),
             "topped_up": len(self.topped_up),
+            "corrections": self.corrections,
             "illegal_examples": dict(list(self.illegal.items())[:5]),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Screening":
+        return cls(**{k: data[k] for k in ("proposed", "accepted", "duplicates", "illegal", "topped_up", "corrections")
+                      if k in data})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,41 +75,55 @@ class StopRule:
     budget: int
     target: float | None = None
     mode: str = "max"
+    patience: int | None = None  # rounds without improvement before stopping
 
     def reached_target(self, best: float | None) -> bool:
         if self.target is None or best is None:
             return False
         return best >= self.target if self.mode == "max" else best <= self.target
 
-    def reason(self, evaluated: int, best: float | None) -> str | None:
+    def reason(self, evaluated: int, best: float | None, stale_rounds: int = 0) -> str | None:
         if evaluated >= self.budget:
             return "budget"
         if self.reached_target(best):
             return "target"
+        if self.patience is not None and stale_rounds >= self.patience:
+            return "no_improvement"
         return None
 
 
 class Coordinator:
     """Screens, tops up, budgets and stops a search."""
 
-    def __init__(self, check: CheckFn, stop: StopRule, batch_size: int) -> None:
+    def __init__(self, check: CheckFn, stop: StopRule, batch_size: int,
+                 fallback: SearchStrategy | None = None) -> None:
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         self.check = check  # the validity tool (batch of codes -> reports)
         self.stop = stop
         self.batch_size = batch_size
+        self.fallback = fallback  # the LLM-free strategy that tops up short batches (None: uniform)
 
     def quota(self, evaluated: int) -> int:
         """How many architectures the next batch may hold."""
         return max(0, min(self.batch_size, self.stop.budget - evaluated))
 
-    def screen(self, proposals: Sequence[str], ctx: RoundContext, quota: int) -> Screening:
-        """Drop duplicates and illegal codes, keep at most ``quota``, top up the rest."""
+    def screen(self, proposals: Sequence[str], ctx: RoundContext, quota: int, *, top_up: bool = True,
+               accepted: Sequence[str] = ()) -> Screening:
+        """Drop duplicates and illegal codes, keep at most ``quota``, top up the rest.
+
+        ``accepted`` are codes this round already holds (from an earlier
+        screening); they count as duplicates and against the quota. With
+        ``top_up=False`` a short batch stays short (the caller may first ask
+        the generator to correct itself).
+        """
         result = Screening(proposed=len(proposals))
         unique: list[str] = []
+        held = set(accepted)
+        quota = quota - len(held)
         for code in proposals:
             code = code.strip() if isinstance(code, str) else str(code)
-            if code in ctx.history or code in unique:
+            if code in ctx.history or code in unique or code in held:
                 result.duplicates.append(code)
             else:
                 unique.append(code)
@@ -96,12 +135,31 @@ class Coordinator:
             else:
                 result.illegal[report["ncode"]] = [p["message"] for p in report["problems"]]
         missing = quota - len(result.accepted)
-        if missing > 0:
-            result.topped_up = sample_new(ctx, missing, ctx.rng("coordinator"), exclude=set(result.accepted))
+        if missing > 0 and top_up:
+            result.topped_up = self.top_up(ctx, missing, exclude=held | set(result.accepted))
         return result
 
-    def stop_reason(self, evaluated: int, best: float | None, batch_was_empty: bool = False) -> str | None:
-        reason = self.stop.reason(evaluated, best)
+    def top_up(self, ctx: RoundContext, n: int, exclude: set[str]) -> list[str]:
+        """``n`` new legal codes from the LLM-free fallback strategy, then uniform draws.
+
+        The fallback keeps its memory under ``ctx.memory["fallback"]`` so it
+        never disturbs the main strategy's memory.
+        """
+        out: list[str] = []
+        if self.fallback is not None:
+            memory = ctx.memory.setdefault("fallback", {})
+            sub = ctx.sub(memory)
+            plan = self.fallback.navigator.navigate(sub)
+            for code in self.fallback.generator.generate(plan, n, sub):
+                if len(out) < n and code not in exclude and code not in out and ctx.is_new_and_legal(code):
+                    out.append(code)
+        if len(out) < n:
+            out += sample_new(ctx, n - len(out), ctx.rng("coordinator"), exclude=exclude | set(out))
+        return out
+
+    def stop_reason(self, evaluated: int, best: float | None, batch_was_empty: bool = False,
+                    stale_rounds: int = 0) -> str | None:
+        reason = self.stop.reason(evaluated, best, stale_rounds)
         if reason is None and batch_was_empty:
             return "exhausted"
         return reason

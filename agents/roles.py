@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
@@ -76,6 +76,18 @@ class History(Protocol):
     def in_round(self, round_no: int) -> list[Trial]: ...
 
 
+@dataclass(frozen=True)
+class Objective:
+    """What the search optimises, in words an LLM prompt can use."""
+
+    metric: str  # the searched metric
+    mode: str  # "max" | "min"
+    budget: int
+    note: str = ""  # e.g. "searched on cifar10_valid, reported on cifar10_test"
+    constraints: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()  # resource figures a trial carries (params_mb, ...)
+
+
 @dataclass
 class RoundContext:
     """Everything a role may look at while planning one round."""
@@ -88,6 +100,11 @@ class RoundContext:
     quota: int  # how many architectures this round may evaluate
     is_legal: Callable[[str], bool]
     memory: dict[str, Any] = field(default_factory=dict)  # the Navigator's own, kept in graph state
+    objective: Objective | None = None
+    checker: Any = None  # the run's ValidityChecker (grammars for constrained decoding)
+    llm: Any = None  # LLMRoles of this process (None: no LLM); never checkpointed
+    calls: list[dict[str, Any]] = field(default_factory=list)  # figures of the LLM calls made this step
+    warnings: list[str] = field(default_factory=list)  # one-line notices for the user (e.g. LLM fell back)
 
     def rng(self, role: str) -> random.Random:
         """A generator seeded by (seed, round, role): a re-run round draws the same numbers."""
@@ -100,6 +117,10 @@ class RoundContext:
 
     def is_new_and_legal(self, ncode: str) -> bool:
         return ncode not in self.history and self.is_legal(ncode)
+
+    def sub(self, memory: dict[str, Any]) -> "RoundContext":
+        """The same round with another memory (a fallback strategy keeps its own)."""
+        return replace(self, memory=memory)
 
 
 class Navigator(ABC):
@@ -115,6 +136,25 @@ class Generator(ABC):
     @abstractmethod
     def generate(self, strategy: Strategy, n: int, ctx: RoundContext) -> list[str]: ...
 
+    def revise(self, strategy: Strategy, n: int, ctx: RoundContext, feedback: "Feedback") -> list[str] | None:
+        """One corrective follow-up after the Coordinator rejected proposals.
+
+        Returns up to ``n`` new codes, or None when this generator does not
+        take feedback (the Coordinator then tops up at once).
+        """
+        return None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """What the Coordinator found wrong with a round's proposals."""
+
+    wanted: int  # how many more codes the round needs
+    illegal: dict[str, list[str]]  # code -> reasons
+    duplicates: list[str]
+    accepted: list[str]
+    reply: str = ""  # the generator's raw answer, for a conversational follow-up
+
 
 @dataclass(frozen=True)
 class SearchStrategy:
@@ -125,3 +165,4 @@ class SearchStrategy:
     generator: Generator
     default_batch_size: int = 1
     description: str = ""
+    uses_llm: bool = False

@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 
 from collm_nas import Workspace
-from collm_nas.agents import STRATEGIES
+from collm_nas.agents import LLM_FREE_STRATEGIES, STRATEGIES
 from collm_nas.settings import Settings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    p.add_argument("--strategies", nargs="+", default=list(LLM_FREE_STRATEGIES), choices=list(STRATEGIES))
     p.add_argument("--budgets", nargs="+", type=int, default=[10, 1000])
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 10])
     p.add_argument("--dataset", default="cifar10")

@@ -17,14 +17,15 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from collm_nas.agents import Trial
+from collm_nas.agents import Trial, make_strategy
 from collm_nas.errors import UserError
 from collm_nas.graphs.components import components_for, open_store
 from collm_nas.graphs.graph import build_graph
@@ -32,6 +33,9 @@ from collm_nas.graphs.state import RunConfig, SearchContext
 from collm_nas.graphs.store import ACTIVE, FAILED, FINISHED, INTERRUPTED, RunInfo, TrialStore
 from collm_nas.settings import Settings, load_settings
 from collm_nas.spaces import BUILTIN_SPACES, load_space_file
+
+if TYPE_CHECKING:  # the LLM stack is imported only by runs that use it
+    from collm_nas.agents.llm_session import LLMRoles
 
 ProgressFn = Callable[[dict[str, Any]], None]
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -116,6 +120,54 @@ class Run:
     def rounds(self) -> list[dict[str, Any]]:
         return self.store.rounds(self.run_id)
 
+    def llm_summary(self) -> dict[str, Any] | None:
+        """The run's LLM figures over all rounds (None for LLM-free runs)."""
+        return summarise_llm_rounds(self.rounds())
+
+
+def summarise_llm_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    llm_rounds = [r for r in rounds if "llm" in r]
+    if not llm_rounds:
+        return None
+
+    def total(key: str) -> int:
+        return sum(int(r.get(key) or 0) for r in llm_rounds)
+
+    proposed = total("proposed")
+    calls = sum(r["llm"]["calls"] for r in llm_rounds)
+    latency = sum(r["llm"]["latency_s"] for r in llm_rounds)
+    modes: dict[str, list[str]] = {}
+    for r in llm_rounds:
+        for role, mode in r["llm"]["modes"].items():
+            if mode and mode not in modes.setdefault(role, []):
+                modes[role].append(mode)
+    nav_tokens = {r["round"]: r["llm"]["prompt_tokens_by_role"]["navigator"] for r in llm_rounds
+                  if r["llm"]["prompt_tokens_by_role"].get("navigator")}
+    shown = sorted(nav_tokens)
+    if len(shown) > 6:
+        shown = shown[:2] + shown[len(shown) // 2: len(shown) // 2 + 1] + shown[-2:]
+    return {
+        "rounds": len(rounds),
+        "llm_rounds": sum(1 for r in llm_rounds if r["llm"]["calls"] > r["llm"]["failed_calls"]),
+        "fallback_rounds": sum(1 for r in llm_rounds if r["llm"]["calls"] == 0 or r["llm"]["failed_calls"]),
+        "proposed": proposed,
+        "illegal": total("illegal"),
+        "duplicates": total("duplicates"),
+        "accepted": total("accepted"),
+        "topped_up": total("topped_up"),
+        "corrections": total("corrections"),
+        "illegal_rate": total("illegal") / proposed if proposed else 0.0,
+        "duplicate_rate": total("duplicates") / proposed if proposed else 0.0,
+        "calls": calls,
+        "failed_calls": sum(r["llm"]["failed_calls"] for r in llm_rounds),
+        "prompt_tokens": sum(r["llm"]["prompt_tokens"] for r in llm_rounds),
+        "completion_tokens": sum(r["llm"]["completion_tokens"] for r in llm_rounds),
+        "latency_s": latency,
+        "latency_per_call_s": latency / calls if calls else 0.0,
+        "modes": modes,
+        "navigator_prompt_tokens": {r: nav_tokens[r] for r in shown},
+    }
+
 
 class Workspace:
     """A runs directory: start, resume, list and read searches."""
@@ -154,8 +206,20 @@ class Workspace:
         mode: str = "max",
         run_id: str | None = None,
         on_progress: ProgressFn | None = None,
+        patience: int | None = None,
+        llm: str = "auto",
+        llm_options: dict[str, Any] | None = None,
+        llm_roles: "LLMRoles | None" = None,
+        fallback: str = "local",
     ) -> SearchResult:
-        """Start a new search and run it to its end (budget, target, or exhausted space)."""
+        """Start a new search and run it to its end (budget, target, patience, or exhausted space).
+
+        LLM strategies (``collm``) talk to ``llm``: ``auto`` (a configured
+        endpoint, else the local model, else none: the LLM-free ``fallback``
+        runs and ``on_progress`` gets a warning), ``endpoint``, ``local`` or
+        ``none``; ``llm_roles`` passes your own LangChain chat models.
+        ``llm_options`` sets role options such as ``{"model": ..., "generator.temperature": 0.2}``.
+        """
         definition = None
         if space not in BUILTIN_SPACES and space.lower().endswith((".yaml", ".yml", ".json")):
             definition = load_space_file(space).to_dict()
@@ -172,7 +236,18 @@ class Workspace:
             target=target,
             metric=metric,
             mode=mode,  # type: ignore[arg-type]
+            patience=patience,
+            fallback=fallback,
         )
+        note = None
+        if make_strategy(strategy).uses_llm:
+            from collm_nas.agents.llm_session import check_role_options, resolve_llm
+
+            config.llm_options = check_role_options(llm_options or {})
+            if llm_roles is not None:
+                config.llm = "custom"
+            else:
+                config.llm, note = resolve_llm(llm)  # type: ignore[assignment]
         run_id = run_id or self._new_run_id(config)
         if not _RUN_ID.match(run_id):
             raise UserError(f"bad run id '{run_id}'; use letters, digits, '.', '_' and '-' (at most 100)")
@@ -182,9 +257,12 @@ class Workspace:
         self.store.create_run(run_id, config.model_dump(mode="json"))
         initial = {"run_id": run_id, "config": config.model_dump(mode="json"), "round": 0, "evaluated": 0,
                    "memory": {}, "best": None, "stop_reason": None}
-        return self._drive(run_id, config, initial, on_progress)
+        if note and on_progress is not None:
+            on_progress({"event": "warning", "round": 0, "message": note})
+        return self._drive(run_id, config, initial, on_progress, llm_roles)
 
-    def resume(self, run_id: str, on_progress: ProgressFn | None = None) -> SearchResult:
+    def resume(self, run_id: str, on_progress: ProgressFn | None = None,
+               llm_roles: "LLMRoles | None" = None) -> SearchResult:
         """Continue an interrupted run to its end; nothing recorded is evaluated again."""
         run = self.run(run_id)
         info = run.info
@@ -195,6 +273,13 @@ class Workspace:
         if info.process_alive:
             raise UserError(f"run '{run_id}' is still running in process {info.pid}; wait for it or stop it first")
         config = run.config
+        if config.llm == "custom" and llm_roles is None:
+            raise UserError(f"run '{run_id}' used chat models passed to the API; resume it from Python with "
+                            "Workspace.resume(run_id, llm_roles=...)")
+        if config.llm in ("endpoint", "local") and llm_roles is None and make_strategy(config.strategy).uses_llm:
+            from collm_nas.agents.llm_session import resolve_llm
+
+            resolve_llm(config.llm)  # the run's LLM must still be reachable here; one-line error if not
         components_for(str(self.db_path), run_id, config, self.table_path)
         with self._checkpointer() as saver:
             snapshot = build_graph(saver).get_state({"configurable": {"thread_id": run_id}})
@@ -208,7 +293,7 @@ class Workspace:
         else:  # the graph ended but the process died before the status was written
             self.store.set_status(run_id, FINISHED, snapshot.values.get("stop_reason"))
             return self.result(run_id)
-        return self._drive(run_id, config, graph_input, on_progress)
+        return self._drive(run_id, config, graph_input, on_progress, llm_roles)
 
     def result(self, run_id: str, seconds: float = 0.0) -> SearchResult:
         run = self.run(run_id)
@@ -231,6 +316,19 @@ class Workspace:
         )
 
     # -------------------------------------------------------------- plumbing
+    @contextmanager
+    def _llm(self, config: RunConfig, llm_roles: "LLMRoles | None", log_path: Path) -> Iterator["LLMRoles | None"]:
+        if not make_strategy(config.strategy).uses_llm or config.llm == "none":
+            yield None
+        elif llm_roles is not None:
+            yield llm_roles
+        else:
+            from collm_nas.agents.llm_session import open_llm
+
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open_llm(config.llm, config.llm_options, log_path=log_path) as roles:
+                yield roles
+
     def _new_run_id(self, config: RunConfig) -> str:
         return make_run_id(config.strategy, config.dataset if config.evaluator == "table" else config.space)
 
@@ -238,13 +336,16 @@ class Workspace:
         return _Saver(self.db_path)
 
     def _drive(self, run_id: str, config: RunConfig, graph_input: dict | None,
-               on_progress: ProgressFn | None) -> SearchResult:
+               on_progress: ProgressFn | None, llm_roles: "LLMRoles | None" = None) -> SearchResult:
         started = time.perf_counter()
         self.store.set_status(run_id, ACTIVE)
-        run_config = {"configurable": {"thread_id": run_id}, "recursion_limit": 6 * config.budget + 50}
-        context = SearchContext(db_path=str(self.db_path), table_path=self.table_path)
+        run_config = {"configurable": {"thread_id": run_id}, "recursion_limit": 8 * config.budget + 50}
+        log_path = self.db_path.parent / "logs" / f"{run_id}.llm-server.log"
         try:
-            with self._checkpointer() as saver:
+            with self._checkpointer() as saver, self._llm(config, llm_roles, log_path) as roles:
+                context = SearchContext(db_path=str(self.db_path), table_path=self.table_path, llm=roles)
+                if roles is not None and on_progress is not None:
+                    on_progress({"event": "llm", "source": roles.source, "roles": roles.describe()})
                 graph = build_graph(saver)
                 for event in graph.stream(graph_input, run_config, context=context, stream_mode="custom",
                                           durability="sync"):

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--space", default="nb201", help="built-in space (nb201) or a .yaml/.json space file")
     s.add_argument("--evaluator", default="table", help="'table' (NAS-Bench-201 results) or module.path:function")
     s.add_argument("--dataset", default="cifar10", help="cifar10 (searched on validation), cifar100 or imagenet16")
-    s.add_argument("--strategy", default="rea", help="random, rea (regularized evolution) or local")
+    s.add_argument("--strategy", default="rea",
+                   help="random, rea (regularized evolution), local, or collm (LLM Navigator + Generator)")
     s.add_argument("--budget", type=int, default=100, help="architectures to evaluate (default 100)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, help="architectures per round (default: the strategy's, 1 for baselines)")
@@ -50,6 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metric", help="searched metric (default: the dataset's, e.g. cifar10_valid)")
     s.add_argument("--mode", choices=["max", "min"], default="max", help="maximise or minimise the metric (callable evaluators)")
     s.add_argument("--run-id", help="name of the new run (default: generated)")
+    s.add_argument("--patience", type=int, help="stop after this many rounds without improvement")
+    g = s.add_argument_group("LLM strategies (collm)")
+    g.add_argument("--llm", default="auto", choices=["auto", "endpoint", "local", "none"],
+                   help="auto: a configured endpoint, else the local model, else none (LLM-free fallback)")
+    g.add_argument("--llm-base-url", help="OpenAI-compatible endpoint for every role (default: COLLM_NAS_LLM_BASE_URL)")
+    g.add_argument("--llm-model", help="model name for every role (default: COLLM_NAS_LLM_MODEL)")
+    g.add_argument("--navigator-model", help="model of the Navigator only")
+    g.add_argument("--generator-model", help="model of the Generator only")
+    g.add_argument("--temperature", type=float, help="sampling temperature for every role")
+    g.add_argument("--decoding", choices=["auto", "grammar", "json_schema", "tools", "text"],
+                   help="structured-output mode (default auto: grammar for llama.cpp, JSON schema for vLLM, else tools)")
+    g.add_argument("--fallback", default="local", choices=["random", "rea", "local"],
+                   help="LLM-free strategy that tops up short batches and stands in when the LLM fails (default local)")
     s.add_argument("--json", action="store_true", help="print one JSON object at the end")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     _table_flag(s)
@@ -71,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--top", type=int, help="only the K best trials by the searched metric")
     sh.add_argument("--format", choices=["table", "json", "csv"], default="table")
     _common(sh)
+
+    llm = sub.add_parser("llm", help="the embedded local model")
+    llm_sub = llm.add_subparsers(dest="llm_command", required=True, metavar="ACTION")
+    serve = llm_sub.add_parser("serve", help="serve the local model on an OpenAI-compatible endpoint until Ctrl-C")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, help="port (default: a free one)")
+    serve.add_argument("--log", help="server log file (default: a temporary file)")
 
     d = sub.add_parser("describe", help="describe a search space and its NCode")
     d.add_argument("--space", default="nb201")
@@ -135,6 +156,16 @@ def _run_with_progress(args: argparse.Namespace, start) -> int:
     run_id_seen: list[str] = []
 
     def on_event(event: dict[str, Any]) -> None:
+        if event.get("event") == "warning":
+            bar.close()
+            print(f"collm-nas: warning: {event['message']}", file=sys.stderr)
+            return
+        if event.get("event") == "llm":
+            if not args.json:
+                roles = "; ".join(f"{role}: {info.get('model')} at {info.get('base_url') or 'OpenAI'} "
+                                  f"({info.get('mode')})" for role, info in event["roles"].items())
+                print(f"collm-nas: LLM {event['source']}: {roles}", file=sys.stderr)
+            return
         if not run_id_seen and event.get("run_id"):
             run_id_seen.append(event["run_id"])
             if not args.json:
@@ -176,8 +207,24 @@ def cmd_search(args: argparse.Namespace) -> int:
             mode=args.mode,
             run_id=args.run_id,
             on_progress=on_event,
+            patience=args.patience,
+            llm=args.llm,
+            llm_options=_llm_options(args),
+            fallback=args.fallback,
         ),
     )
+
+
+def _llm_options(args: argparse.Namespace) -> dict[str, Any]:
+    options = {
+        "base_url": args.llm_base_url,
+        "model": args.llm_model,
+        "navigator.model": args.navigator_model,
+        "generator.model": args.generator_model,
+        "temperature": args.temperature,
+        "decoding": args.decoding,
+    }
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -234,7 +281,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         })
     if args.format == "json":
         print(json.dumps({"run_id": run.run_id, "status": run.status, "config": run.info.config,
-                          "metric_note": result.metric_note, "trials": rows}))
+                          "metric_note": result.metric_note, "llm": run.llm_summary(), "trials": rows}))
     elif args.format == "csv":
         buf = io.StringIO()
         fields = list(dict.fromkeys(k for row in rows for k in row)) or ["eval"]
@@ -244,9 +291,36 @@ def cmd_show(args: argparse.Namespace) -> int:
         sys.stdout.write(buf.getvalue())
     else:
         print(f"run {run.run_id}: {run.status}, {result.evaluations}/{result.budget} evaluations; {result.metric_note}")
+        llm = run.llm_summary()
+        if llm is not None:
+            print(_llm_text(llm))
         cols = list(dict.fromkeys(k for row in rows for k in row if k != "error"))
         print(_format_table(rows, cols) if rows else "no trials yet")
     return 0
+
+
+def _llm_text(s: dict[str, Any]) -> str:
+    """The LLM figures of a run, a few lines."""
+    modes = ", ".join(f"{role} {'/'.join(m)}" for role, m in s["modes"].items()) or "-"
+    lines = [
+        f"LLM: {s['llm_rounds']}/{s['rounds']} rounds used the LLM ({s['fallback_rounds']} fell back); "
+        f"decoding: {modes}",
+        f"  proposals {s['proposed']}: illegal {s['illegal']} ({100 * s['illegal_rate']:.1f}%), "
+        f"duplicates {s['duplicates']} ({100 * s['duplicate_rate']:.1f}%), accepted {s['accepted']}, "
+        f"topped up by the fallback {s['topped_up']}, corrective follow-ups {s['corrections']}",
+        f"  calls {s['calls']} ({s['failed_calls']} failed); tokens prompt {s['prompt_tokens']} / completion "
+        f"{s['completion_tokens']}; latency {s['latency_s']:.1f}s in all, {s['latency_per_call_s']:.2f}s a call",
+    ]
+    if s.get("navigator_prompt_tokens"):
+        lines.append("  navigator prompt tokens by round: " + ", ".join(
+            f"r{r}={n}" for r, n in s["navigator_prompt_tokens"].items()))
+    return "\n".join(lines)
+
+
+def cmd_llm(args: argparse.Namespace) -> int:
+    from collm_nas.agents.local_model import serve_forever
+
+    return serve_forever(host=args.host, port=args.port, log=args.log)
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
@@ -323,6 +397,7 @@ COMMANDS = {
     "describe": cmd_describe,
     "encode": cmd_encode,
     "decode": cmd_decode,
+    "llm": cmd_llm,
     "check": cmd_check,
 }
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from langchain_core.tools import StructuredTool
 
-from collm_nas.agents import Coordinator, SearchStrategy, StopRule, make_strategy
+from collm_nas.agents import Coordinator, Objective, SearchStrategy, StopRule, make_strategy
 from collm_nas.errors import UserError
 from collm_nas.evaluators import Evaluator, make_evaluator
 from collm_nas.graphs.state import RunConfig
@@ -35,6 +35,7 @@ class Components:
     store: TrialStore
     history: RunHistory
     legal_count: int | None
+    objective: Objective
 
     @property
     def batch_size(self) -> int:
@@ -62,6 +63,13 @@ def check_config(config: RunConfig, table_path: str | None) -> tuple[SearchSpace
     constraints = parse_constraints([*space.default_constraints, *config.constraints], known)
     checker = ValidityChecker(space, constraints, evaluator.resources)
     strategy = make_strategy(config.strategy)
+    fallback = make_strategy(config.fallback)
+    if fallback.uses_llm:
+        raise UserError(f"fallback strategy '{config.fallback}' needs an LLM; pick random, rea or local")
+    if strategy.uses_llm and config.llm == "none":
+        strategy = fallback  # no LLM available: the run is the LLM-free strategy (the CLI says so)
+    if config.patience is not None and config.patience < 1:
+        raise UserError(f"patience must be at least 1 round, got {config.patience}")
     if config.budget < 1:
         raise UserError(f"budget must be at least 1, got {config.budget}")
     if config.batch_size is not None and config.batch_size < 1:
@@ -89,8 +97,18 @@ def _components(db_path: str, run_id: str, config_json: str, table_path: str | N
     coordinator = Coordinator(
         # Nodes screen through the same LangChain tool an LLM agent calls.
         check=lambda codes: validity_tool.invoke({"ncodes": codes}),
-        stop=StopRule(config.budget, config.target, evaluator.mode),
+        stop=StopRule(config.budget, config.target, evaluator.mode, config.patience),
         batch_size=config.batch_size or strategy.default_batch_size,
+        fallback=make_strategy(config.fallback) if strategy.uses_llm else None,
+    )
+    constraints = [*space.default_constraints, *(c for c in config.constraints if c not in space.default_constraints)]
+    objective = Objective(
+        metric=evaluator.searched_metric,
+        mode=evaluator.mode,
+        budget=config.budget,
+        note=evaluator.metric_note,
+        constraints=tuple(constraints),
+        resources=tuple(sorted(set(evaluator.resource_names) | space.cost_names)),
     )
     return Components(
         run_id=run_id,
@@ -104,6 +122,7 @@ def _components(db_path: str, run_id: str, config_json: str, table_path: str | N
         store=store,
         history=RunHistory(store, run_id, evaluator.mode),
         legal_count=legal,
+        objective=objective,
     )
 
 

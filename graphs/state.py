@@ -24,7 +24,7 @@ class RunConfig(BaseModel):
     )
     evaluator: str = Field("table", description="'table' (NAS-Bench-201 results) or module.path:function")
     dataset: str | None = Field("cifar10", description="cifar10, cifar100 or imagenet16 (table evaluator)")
-    strategy: str = Field("rea", description="random, rea or local")
+    strategy: str = Field("rea", description="random, rea, local or collm")
     budget: int = Field(100, description="number of architectures to evaluate")
     seed: int = 0
     batch_size: int | None = Field(None, description="architectures per round (default: the strategy's)")
@@ -32,7 +32,15 @@ class RunConfig(BaseModel):
     target: float | None = Field(None, description="stop once the searched metric reaches this value")
     metric: str | None = Field(None, description="searched metric (default: the dataset's)")
     mode: Literal["max", "min"] = "max"
-
+    patience: int | None = Field(None, description="stop after this many rounds without improvement")
+    llm: Literal["endpoint", "local", "custom", "none"] = Field(
+        "none", description="where LLM roles run: a configured endpoint, the embedded local model, "
+        "chat models passed to the API (custom), or none"
+    )
+    llm_options: dict[str, Any] = Field(
+        default_factory=dict, description="role options given by flag or API (model, base_url...); never a key"
+    )
+    fallback: str = Field("local", description="LLM-free strategy that tops up short batches of an LLM strategy")
 
 
 class SearchState(TypedDict, total=False):
@@ -46,6 +54,8 @@ class SearchState(TypedDict, total=False):
     proposals: list[str]
     batch: list[str]
     screening: dict[str, Any]
+    feedback: dict[str, Any] | None  # the Coordinator's corrective follow-up for the generator
+    llm_calls: list[dict[str, Any]]  # figures of this round's LLM calls (tokens, latency, mode)
     round_started: float
     stop_reason: str | None
 
@@ -56,5 +66,6 @@ class SearchContext:
 
     db_path: str  # the SQLite file holding the trial store
     table_path: str | None = None  # nb201.csv.gz for the table evaluator
+    llm: Any = None  # LLMRoles: the chat clients of this process (endpoints and keys stay out of state)
 
 

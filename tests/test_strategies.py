@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from collm_nas.agents import (
+    LLM_FREE_STRATEGIES,
     STRATEGIES,
     Coordinator,
     RoundContext,
@@ -203,8 +204,8 @@ def searched(tmp_path_factory, nb201_evaluator):
 
 # ========================================================= every strategy
 def test_registry():
-    assert set(STRATEGIES) == {"random", "rea", "local"}
-    for name in STRATEGIES:
+    assert set(LLM_FREE_STRATEGIES) == {"random", "rea", "local"} and "collm" in STRATEGIES
+    for name in LLM_FREE_STRATEGIES:
         s = make_strategy(name)
         assert s.name == name and s.default_batch_size == 1 and s.description
     with pytest.raises(UserError, match="unknown strategy 'nope'"):
@@ -212,7 +213,7 @@ def test_registry():
 
 
 @pytest.mark.parametrize("batch_size", [1, 4])
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.parametrize("name", sorted(LLM_FREE_STRATEGIES))
 def test_search_loop_invariants(searched, name, batch_size):
     run = searched(name, batch_size)
     checker = ValidityChecker(NB201)
@@ -237,7 +238,7 @@ def test_search_loop_invariants(searched, name, batch_size):
     assert all(t.value == t.metrics["cifar10_valid"] for t in run.trials)
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.parametrize("name", sorted(LLM_FREE_STRATEGIES))
 def test_determinism(tmp_path, nb201_evaluator, name):
     a = run_search(name, NB201, nb201_evaluator, tmp_path / "a.sqlite", budget=60, batch_size=4, seed=3)
     b = run_search(name, NB201, nb201_evaluator, tmp_path / "b.sqlite", budget=60, batch_size=4, seed=3)
@@ -478,7 +479,7 @@ def test_coordinator_reports_exhaustion(tiny):
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.parametrize("name", sorted(LLM_FREE_STRATEGIES))
 def test_search_on_a_tiny_space_ends_exhausted(tmp_path, tiny, name, batch_size):
     evaluator = CallableEvaluator(tiny, lambda arch: float(len(arch["a"] + arch["b"])))
     run = run_search(name, tiny, evaluator, tmp_path / "tiny.sqlite", budget=10, batch_size=batch_size)

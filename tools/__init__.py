@@ -1,6 +1,28 @@
 """LangChain tools over the core: NCode encode/decode and the validity checker."""
 
+from collm_nas.tools.grammar import (
+    CodeLanguage,
+    candidates_gbnf,
+    candidates_json_schema,
+    code_language,
+    pick_gbnf,
+    pick_json_schema,
+    strategy_gbnf,
+    strategy_json_schema,
+)
 from collm_nas.tools.ncode import make_ncode_tools
 from collm_nas.tools.validity import ValidityChecker, make_validity_tool
 
-__all__ = ["ValidityChecker", "make_ncode_tools", "make_validity_tool"]
+__all__ = [
+    "CodeLanguage",
+    "ValidityChecker",
+    "candidates_gbnf",
+    "candidates_json_schema",
+    "code_language",
+    "make_ncode_tools",
+    "make_validity_tool",
+    "pick_gbnf",
+    "pick_json_schema",
+    "strategy_gbnf",
+    "strategy_json_schema",
+]

@@ -1,0 +1,114 @@
+"""Compact, bounded views of a run's history for LLM prompts.
+
+Everything here has a size that depends on the space and on fixed limits,
+never on the number of trials, so prompts stay flat as a search grows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from collm_nas.agents.roles import Objective, RoundContext, Trial
+from collm_nas.spaces.space import SearchSpace
+
+# Resource figures worth showing beside the searched metric (first found wins).
+_RESOURCE_HINTS = ("params_mb", "flops_m")
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.3e}"
+
+
+def trial_line(space: SearchSpace, trial: Trial, objective: Objective | None) -> str:
+    """``333132  <arch>  cifar10_valid=91.61 params_mb=1.53`` (failed trials say so)."""
+    arch = space.format_arch(trial.ncode)
+    if not trial.ok:
+        return f"{trial.ncode}  {arch}  failed: {(trial.error or 'no result')[:80]}"
+    metric = objective.metric if objective else "value"
+    parts = [f"{metric}={fmt(trial.value)}"]
+    shown = [r for r in _RESOURCE_HINTS if r in trial.metrics or r in trial.cost]
+    if objective:
+        shown += [r for r in objective.resources if r not in shown and any(r in c for c in objective.constraints)]
+    for name in shown:
+        v = trial.metrics.get(name, trial.cost.get(name))
+        if v is not None:
+            parts.append(f"{name}={fmt(v)}")
+    return f"{trial.ncode}  {arch}  " + " ".join(parts)
+
+
+def ranked(trials: Sequence[Trial], mode: str) -> list[Trial]:
+    ok = [t for t in trials if t.ok]
+    ok.sort(key=lambda t: t.value, reverse=(mode == "max"))
+    return ok
+
+
+def best_lines(ctx: RoundContext, k: int = 5) -> str:
+    top = ranked(ctx.history.trials(), ctx.mode)[:k]
+    if not top:
+        return "(nothing evaluated yet)"
+    return "\n".join(trial_line(ctx.space, t, ctx.objective) for t in top)
+
+
+def last_round_lines(ctx: RoundContext, limit: int = 12) -> str:
+    """The previous round's trials (at most ``limit``, best first)."""
+    trials = ctx.history.in_round(ctx.round - 1)
+    if not trials:
+        return "(no previous round)"
+    shown = ranked(trials, ctx.mode) + [t for t in trials if not t.ok]
+    lines = [trial_line(ctx.space, t, ctx.objective) for t in shown[:limit]]
+    if len(trials) > limit:
+        lines.append(f"... and {len(trials) - limit} more")
+    return "\n".join(lines)
+
+
+def option_stats(ctx: RoundContext) -> str:
+    """Per decision and option: how often it was evaluated, the mean and the best value."""
+    trials = [t for t in ctx.history.trials() if t.ok]
+    if not trials:
+        return "(no statistics yet)"
+    space = ctx.space
+    indices = [space.indices(t.ncode) for t in trials]
+    lines = []
+    for pos, d in enumerate(space.decisions):
+        cells = []
+        for idx, option in enumerate(d.options):
+            values = [t.value for t, ix in zip(trials, indices) if ix[pos] == idx]
+            if values:
+                best = max(values) if ctx.mode == "max" else min(values)
+                cells.append(f"{option} {len(values)}/{fmt(sum(values) / len(values))}/{fmt(best)}")
+            else:
+                cells.append(f"{option} untried")
+        lines.append(f"{d.name}: " + "; ".join(cells))
+    return "\n".join(lines)
+
+
+def avoid_list(ctx: RoundContext, limit: int = 40) -> str:
+    """Codes the generator must not repeat: the best and the most recent, bounded."""
+    trials = ctx.history.trials()
+    if not trials:
+        return "(none)"
+    picked: list[str] = []
+    for t in ranked(trials, ctx.mode)[: limit // 2] + list(reversed(trials)):
+        if t.ncode not in picked:
+            picked.append(t.ncode)
+        if len(picked) >= limit:
+            break
+    text = ", ".join(picked)
+    if len(trials) > len(picked):
+        text += f" (and {len(trials) - len(picked)} older ones)"
+    return text
+
+
+def objective_text(objective: Objective | None) -> str:
+    if objective is None:
+        return "maximises the searched metric."
+    goal = "maximises" if objective.mode == "max" else "minimises"
+    text = f"{goal} {objective.metric}"
+    if objective.note:
+        text += f" ({objective.note})"
+    text += f", with a budget of {objective.budget} evaluated architectures."
+    if objective.constraints:
+        text += " Every architecture must satisfy: " + "; ".join(objective.constraints) + "."
+    return text

