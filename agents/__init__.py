@@ -22,11 +22,18 @@ def _collm() -> SearchStrategy:
     return collm_search()
 
 
+def _lmsearcher() -> SearchStrategy:
+    from collm_nas.agents.lmsearcher import lmsearcher_search
+
+    return lmsearcher_search()
+
+
 STRATEGIES = {
     "random": random_search,
     "rea": regularized_evolution,
     "local": local_search,
     "collm": _collm,
+    "lmsearcher": _lmsearcher,
 }
 LLM_FREE_STRATEGIES = ("random", "rea", "local")
 

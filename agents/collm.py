@@ -280,5 +280,6 @@ def collm_search(batch_size: int = 5) -> SearchStrategy:
         LLMGenerator(),
         batch_size,
         "CoLLM-NAS: a stateful LLM Navigator writes strategies, a stateless LLM Generator writes candidates",
-        uses_llm=True,
+        llm_roles=("navigator", "generator"),
+        needs_llm=True,
     )

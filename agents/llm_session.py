@@ -79,7 +79,7 @@ def resolve_llm(choice: str, environ: Mapping[str, str] | None = None) -> tuple[
         if local_model_available():
             return "local", None
         return "none", ("no LLM endpoint is configured (COLLM_NAS_LLM_BASE_URL) and the local model is not "
-                        "installed; running the LLM-free fallback strategy instead")
+                        "installed; running without an LLM")
     if choice == "endpoint" and not endpoint_configured(environ):
         raise UserError("--llm endpoint needs an endpoint: set COLLM_NAS_LLM_BASE_URL (and COLLM_NAS_LLM_API_KEY "
                         "if it needs one), or use --llm local")

@@ -105,6 +105,7 @@ class RoundContext:
     llm: Any = None  # LLMRoles of this process (None: no LLM); never checkpointed
     calls: list[dict[str, Any]] = field(default_factory=list)  # figures of the LLM calls made this step
     warnings: list[str] = field(default_factory=list)  # one-line notices for the user (e.g. LLM fell back)
+    prior: Any = None  # warm-start data from other runs or datasets: [(codes, values), ...], never this run's
 
     def rng(self, role: str) -> random.Random:
         """A generator seeded by (seed, round, role): a re-run round draws the same numbers."""
@@ -165,4 +166,9 @@ class SearchStrategy:
     generator: Generator
     default_batch_size: int = 1
     description: str = ""
-    uses_llm: bool = False
+    llm_roles: tuple[str, ...] = ()  # chat roles it talks to (empty: LLM-free)
+    needs_llm: bool = False  # without an LLM the run falls back to an LLM-free strategy
+
+    @property
+    def uses_llm(self) -> bool:
+        return bool(self.llm_roles)

@@ -28,9 +28,14 @@ from pathlib import Path
 from collm_nas import Workspace
 from collm_nas.agents import LLM_FREE_STRATEGIES, STRATEGIES
 from collm_nas.evaluators.nb201_table import DATASETS, load_table
+from collm_nas.plotting import best_so_far, plot_curves
 from collm_nas.settings import Settings
 
 DEFAULT_DATASETS = ("cifar10", "cifar100", "imagenet16")
+# Warm starts from ANOTHER dataset's results, never the target's own.
+DEFAULT_PRIORS = {"cifar10": "table:cifar100_test", "cifar100": "table:cifar10_valid",
+                  "imagenet16": "table:cifar100_test"}
+PRIOR_STRATEGIES = ("lmsearcher",)
 LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet16": "ImageNet16-120"}
 
 
@@ -45,10 +50,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--table", default=None,
                    help="nb201.csv.gz (default: $COLLM_NAS_NB201_TABLE or the settings default)")
     p.add_argument("--out", type=Path, default=None, help="write the summary and every search as JSON")
+    p.add_argument("--plot", type=Path, default=None,
+                   help="write best-so-far test accuracy against evaluations (mean and min-max over seeds) as PNG")
+    p.add_argument("--with-prior", action="store_true",
+                   help="also run each LLM-free-capable ranking strategy warm-started from another dataset "
+                        "(see --prior-for); reported as its own row, naming the prior")
+    p.add_argument("--prior-for", action="append", default=[], metavar="DATASET=PRIOR",
+                   help=f"prior per target dataset (default: {', '.join(f'{k}={v}' for k, v in DEFAULT_PRIORS.items())})")
+    p.add_argument("--llm", default="none", help="LLM for LLM strategies: none (their LLM-free fallback), local, endpoint")
     args = p.parse_args(argv)
     if args.seeds < 1 or args.workers < 1 or args.budget < 1:
         p.error("--seeds, --workers and --budget must be at least 1")
     args.table = Settings().table_path(args.table)
+    args.priors = dict(DEFAULT_PRIORS)
+    for item in args.prior_for:
+        dataset, _, prior = item.partition("=")
+        args.priors[dataset] = prior
     return args
 
 
@@ -64,32 +81,39 @@ def space_best(table_path: str, datasets: list[str]) -> dict[str, dict]:
     return out
 
 
-def run_chunk(task: tuple[str, str, int | None, list[tuple[str, str, int, int]]]) -> list[dict]:
+def run_chunk(task: tuple[str, str, int | None, str, list[tuple[str, str, int, int, str | None]]]) -> list[dict]:
     """One worker: its own Workspace (own SQLite file), its share of the searches."""
-    runs_dir, table_path, batch_size, jobs = task
+    runs_dir, table_path, batch_size, llm, jobs = task
     ws = Workspace(runs_dir, table_path=table_path)
     records = []
-    for strategy, dataset, seed, budget in jobs:
+    for label, dataset, seed, budget, prior in jobs:
+        strategy = label.split("+")[0]
         started = time.perf_counter()
+        run_id = f"{label.replace('+', '-')}-{dataset}-s{seed}"
         r = ws.search(space="nb201", dataset=dataset, strategy=strategy, budget=budget, seed=seed,
-                      batch_size=batch_size, run_id=f"{strategy}-{dataset}-s{seed}")
+                      batch_size=batch_size, run_id=run_id, llm=llm, prior=[prior] if prior else [])
         wall = time.perf_counter() - started
+        curve = best_so_far(ws.run(run_id).trials(), r.config.get("mode", "max"), r.reported_metric)
         records.append({
-            "strategy": strategy, "dataset": dataset, "seed": seed,
+            "strategy": label, "dataset": dataset, "seed": seed, "prior": prior,
             "status": r.status, "stop_reason": r.stop_reason, "evaluations": r.evaluations,
             "best_ncode": r.best.ncode if r.best else None,
             "searched": r.best.metrics.get(r.searched_metric) if r.best else None,
             "reported": r.best.metrics.get(r.reported_metric) if r.best else None,
-            "found_at": r.found_at, "wall_s": wall,
+            "found_at": r.found_at, "wall_s": wall, "curve": curve,
         })
     return records
 
 
 def run_all(args: argparse.Namespace, runs_root: Path) -> list[dict]:
-    jobs = [(s, d, seed, args.budget) for s in args.strategies for d in args.datasets for seed in range(args.seeds)]
+    jobs = [(s, d, seed, args.budget, None) for s in args.strategies for d in args.datasets for seed in range(args.seeds)]
+    if args.with_prior:
+        jobs += [(f"{s}+prior", d, seed, args.budget, args.priors[d]) for s in args.strategies if s in PRIOR_STRATEGIES
+                 for d in args.datasets for seed in range(args.seeds)]
     workers = min(args.workers, len(jobs))
     # Round-robin split: every worker gets a similar mix of strategies and datasets.
-    tasks = [(str(runs_root / f"worker{i}"), args.table, args.batch_size, jobs[i::workers]) for i in range(workers)]
+    tasks = [(str(runs_root / f"worker{i}"), args.table, args.batch_size, args.llm, jobs[i::workers])
+             for i in range(workers)]
     if workers == 1:
         return run_chunk(tasks[0])
     with mp.get_context("spawn").Pool(workers) as pool:
@@ -152,11 +176,21 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {LABELS[d]}: searched on {b['searched_metric']}, reported {b['reported_metric']}; space best "
               f"{b['ncode']} ({b['searched_metric']} {b['searched']:.2f}, {b['reported_metric']} {b['reported']:.2f})")
     print()
-    print(markdown(summary, args.strategies, args.datasets))
+    labels = list(dict.fromkeys(rec["strategy"] for rec in records))
+    print(markdown(summary, labels, args.datasets))
+    if args.with_prior:
+        print("\n+prior rows: warm-started from " + ", ".join(f"{LABELS[d]} <- {args.priors[d]}" for d in args.datasets))
     print()
     print(f"{len(records)} searches in {total:.1f} s wall ({os.cpu_count()} CPUs); "
           "acc = reported test accuracy (%) of the best-by-searched-metric architecture found; "
           "median evals over the seeds that found the space's best (n).")
+    if args.plot:
+        curves: dict[str, dict[str, list[list[float]]]] = {}
+        for rec in records:
+            curves.setdefault(LABELS[rec["dataset"]], {}).setdefault(rec["strategy"], []).append(rec["curve"])
+        plot_curves(curves, args.plot, title=f"NAS-Bench-201, budget {args.budget}, {args.seeds} seeds "
+                    "(line: mean; band: min-max)")
+        print(f"wrote {args.plot}")
     if args.out:
         args.out.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                                         "space_best": best, "summary": summary, "searches": records}, indent=2))

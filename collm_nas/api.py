@@ -211,6 +211,7 @@ class Workspace:
         llm_options: dict[str, Any] | None = None,
         llm_roles: "LLMRoles | None" = None,
         fallback: str = "local",
+        prior: Sequence[str] = (),
     ) -> SearchResult:
         """Start a new search and run it to its end (budget, target, patience, or exhausted space).
 
@@ -238,6 +239,7 @@ class Workspace:
             mode=mode,  # type: ignore[arg-type]
             patience=patience,
             fallback=fallback,
+            prior=list(prior),
         )
         note = None
         if make_strategy(strategy).uses_llm:
@@ -248,6 +250,10 @@ class Workspace:
                 config.llm = "custom"
             else:
                 config.llm, note = resolve_llm(llm)  # type: ignore[assignment]
+                if note:
+                    chosen = make_strategy(strategy)
+                    note += (f": the LLM-free fallback strategy '{fallback}' runs instead" if chosen.needs_llm
+                             else f": {strategy} uses its learned ranker")
         run_id = run_id or self._new_run_id(config)
         if not _RUN_ID.match(run_id):
             raise UserError(f"bad run id '{run_id}'; use letters, digits, '.', '_' and '-' (at most 100)")
@@ -326,7 +332,8 @@ class Workspace:
             from collm_nas.agents.llm_session import open_llm
 
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open_llm(config.llm, config.llm_options, log_path=log_path) as roles:
+            roles_needed = make_strategy(config.strategy).llm_roles
+            with open_llm(config.llm, config.llm_options, log_path=log_path, roles=roles_needed) as roles:
                 yield roles
 
     def _new_run_id(self, config: RunConfig) -> str:

@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--evaluator", default="table", help="'table' (NAS-Bench-201 results) or module.path:function")
     s.add_argument("--dataset", default="cifar10", help="cifar10 (searched on validation), cifar100 or imagenet16")
     s.add_argument("--strategy", default="rea",
-                   help="random, rea (regularized evolution), local, or collm (LLM Navigator + Generator)")
+                   help="random, rea (regularized evolution), local, collm (LLM Navigator + Generator) "
+                        "or lmsearcher (rank candidate pools with the LLM or a learned ranker)")
     s.add_argument("--budget", type=int, default=100, help="architectures to evaluate (default 100)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, help="architectures per round (default: the strategy's, 1 for baselines)")
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mode", choices=["max", "min"], default="max", help="maximise or minimise the metric (callable evaluators)")
     s.add_argument("--run-id", help="name of the new run (default: generated)")
     s.add_argument("--patience", type=int, help="stop after this many rounds without improvement")
+    s.add_argument("--prior", action="append", default=[], metavar="RUN_ID|table:COLUMN",
+                   help="warm-start the learned ranker (lmsearcher) from another run or another dataset's "
+                        "table column, e.g. table:cifar100_test; never the target's own results")
     g = s.add_argument_group("LLM strategies (collm)")
     g.add_argument("--llm", default="auto", choices=["auto", "endpoint", "local", "none"],
                    help="auto: a configured endpoint, else the local model, else none (LLM-free fallback)")
@@ -85,6 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--top", type=int, help="only the K best trials by the searched metric")
     sh.add_argument("--format", choices=["table", "json", "csv"], default="table")
     _common(sh)
+
+    pl = sub.add_parser("plot", help="plot best-so-far accuracy against evaluations for runs")
+    pl.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    pl.add_argument("--out", required=True, help="PNG file to write")
+    pl.add_argument("--metric", choices=["reported", "searched"], default="reported",
+                    help="which metric of the best-so-far architecture to draw (default: reported)")
+    _common(pl)
+    _table_flag(pl)
+
+    ex = sub.add_parser("export-trajectories", help="write LM-Searcher instruction-tuning samples from finished runs")
+    ex.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    ex.add_argument("--out", required=True, help="JSON-lines file to write")
+    ex.add_argument("--pool-size", type=int, default=10, help="candidates per sample (default 10)")
+    _common(ex)
 
     llm = sub.add_parser("llm", help="the embedded local model")
     llm_sub = llm.add_subparsers(dest="llm_command", required=True, metavar="ACTION")
@@ -211,6 +229,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             llm=args.llm,
             llm_options=_llm_options(args),
             fallback=args.fallback,
+            prior=args.prior,
         ),
     )
 
@@ -317,6 +336,38 @@ def _llm_text(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from collm_nas.plotting import best_so_far, plot_curves
+
+    ws = _workspace(args)
+    curves: dict[str, dict[str, list[list[float]]]] = {}
+    for run_id in args.run_ids:
+        run = ws.run(run_id)
+        result = ws.result(run_id)
+        cfg = run.config
+        panel = cfg.dataset if cfg.evaluator == "table" else cfg.space
+        reported = result.reported_metric if args.metric == "reported" else None
+        label = cfg.strategy if len(args.run_ids) > 1 else run_id
+        curves.setdefault(str(panel), {}).setdefault(label, []).append(
+            best_so_far(run.trials(), cfg.mode, reported))
+    metric = "reported" if args.metric == "reported" else "searched"
+    out = plot_curves(curves, args.out, ylabel=f"{metric} metric of the best so far")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from collm_nas.trajectories import export_trajectories
+
+    if args.pool_size < 2:
+        raise UserError(f"--pool-size must be at least 2, got {args.pool_size}")
+    ws = _workspace(args)
+    runs = [ws.run(run_id) for run_id in args.run_ids]
+    count = export_trajectories(runs, args.out, pool_size=args.pool_size)
+    print(f"wrote {count} samples from {len(runs)} run(s) to {args.out}")
+    return 0
+
+
 def cmd_llm(args: argparse.Namespace) -> int:
     from collm_nas.agents.local_model import serve_forever
 
@@ -398,6 +449,8 @@ COMMANDS = {
     "encode": cmd_encode,
     "decode": cmd_decode,
     "llm": cmd_llm,
+    "plot": cmd_plot,
+    "export-trajectories": cmd_export,
     "check": cmd_check,
 }
 

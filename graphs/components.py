@@ -36,6 +36,7 @@ class Components:
     history: RunHistory
     legal_count: int | None
     objective: Objective
+    prior: list[tuple[str, list[str], list[float]]] | None = None  # (name, codes, values) per prior
 
     @property
     def batch_size(self) -> int:
@@ -66,7 +67,7 @@ def check_config(config: RunConfig, table_path: str | None) -> tuple[SearchSpace
     fallback = make_strategy(config.fallback)
     if fallback.uses_llm:
         raise UserError(f"fallback strategy '{config.fallback}' needs an LLM; pick random, rea or local")
-    if strategy.uses_llm and config.llm == "none":
+    if strategy.needs_llm and config.llm == "none":
         strategy = fallback  # no LLM available: the run is the LLM-free strategy (the CLI says so)
     if config.patience is not None and config.patience < 1:
         raise UserError(f"patience must be at least 1 round, got {config.patience}")
@@ -110,7 +111,9 @@ def _components(db_path: str, run_id: str, config_json: str, table_path: str | N
         constraints=tuple(constraints),
         resources=tuple(sorted(set(evaluator.resource_names) | space.cost_names)),
     )
+    prior = load_prior(config, run_id, evaluator, checker, store) if config.prior else None
     return Components(
+        prior=prior,
         run_id=run_id,
         config=config,
         space=space,
@@ -124,6 +127,44 @@ def _components(db_path: str, run_id: str, config_json: str, table_path: str | N
         legal_count=legal,
         objective=objective,
     )
+
+
+_DATASET_PREFIXES = ("cifar100_", "cifar10_", "imagenet16_")
+
+
+def _dataset_of_column(column: str) -> str | None:
+    return next((p.rstrip("_") for p in _DATASET_PREFIXES if column.startswith(p)), None)
+
+
+def load_prior(config: RunConfig, run_id: str, evaluator: Evaluator, checker: ValidityChecker,
+               store: TrialStore) -> list[tuple[str, list[str], list[float]]]:
+    """Warm-start data from other runs or other datasets' table columns; never the target's own results."""
+    target = _dataset_of_column(evaluator.searched_metric)
+    out = []
+    for ref in config.prior:
+        if ref.startswith("table:"):
+            column = ref.split(":", 1)[1]
+            table = getattr(evaluator, "table", None)
+            if table is None or column not in table.columns:
+                raise UserError(f"prior '{ref}' needs the NAS-Bench-201 table evaluator and one of its columns "
+                                "(e.g. table:cifar100_test)")
+            if _dataset_of_column(column) is None or _dataset_of_column(column) == target:
+                raise UserError(f"prior '{ref}' is not another dataset's accuracy column; a prior must never "
+                                f"come from the target ({evaluator.searched_metric}); use e.g. table:cifar100_test")
+            codes = [c for c in table.rows if checker.is_valid(c)]
+            out.append((ref, codes, [table.value(c, column) for c in codes]))
+            continue
+        info = store.get_run(ref)
+        if info is None:
+            raise UserError(f"prior run '{ref}' is unknown; 'collm-nas runs' lists the runs, or use table:COLUMN")
+        other = RunConfig.model_validate(info.config)
+        if ref == run_id or (other.space, other.evaluator, other.dataset, other.metric) == (
+                config.space, config.evaluator, config.dataset, config.metric):
+            raise UserError(f"prior run '{ref}' searched the same task as this run; a prior must come from "
+                            "another dataset or task")
+        trials = [t for t in store.trials(ref) if t.ok and checker.is_valid(t.ncode)]
+        out.append((ref, [t.ncode for t in trials], [t.value for t in trials]))
+    return out
 
 
 def components_for(

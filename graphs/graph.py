@@ -60,6 +60,7 @@ def _round_context(c: Components, state: SearchState, round_no: int, runtime: Ru
         objective=c.objective,
         checker=c.checker,
         llm=runtime.context.llm if c.strategy.uses_llm else None,
+        prior=c.prior,
     )
 
 
@@ -182,7 +183,7 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict[str, Any
         "seconds": round(time.time() - state.get("round_started", time.time()), 6),
         "strategy": (state.get("strategy") or {}).get("summary"),
     }
-    if c.strategy.uses_llm:
+    if c.strategy.uses_llm and c.config.llm != "none":
         figures["llm"] = llm_figures(state.get("llm_calls") or [])
     c.store.add_round(c.run_id, round_no, figures)
     c.store.update_summary(c.run_id, best.ncode if best else None, best.value if best else None)

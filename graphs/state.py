@@ -41,6 +41,10 @@ class RunConfig(BaseModel):
         default_factory=dict, description="role options given by flag or API (model, base_url...); never a key"
     )
     fallback: str = Field("local", description="LLM-free strategy that tops up short batches of an LLM strategy")
+    prior: list[str] = Field(
+        default_factory=list,
+        description="warm start for the learned ranker: other runs' ids, or table:COLUMN of another dataset",
+    )
 
 
 class SearchState(TypedDict, total=False):

@@ -228,7 +228,7 @@ def test_without_any_llm_the_fallback_runs_and_says_so(tmp_path, table_path, mon
             monkeypatch.delenv(key)
     monkeypatch.setattr("collm_nas.agents.llm_session.local_model_available", lambda: False)
     source, note = resolve_llm("auto", environ={})
-    assert source == "none" and "LLM-free" in note and "\n" not in note
+    assert source == "none" and "without an LLM" in note and "\n" not in note
     with pytest.raises(UserError, match="COLLM_NAS_LLM_BASE_URL"):
         resolve_llm("endpoint", environ={})
     ws = Workspace(tmp_path / "runs", table_path=table_path)

@@ -262,7 +262,7 @@ def test_nb201_rebuild_is_fast(nb201, all_codes):
     code_language(fresh)  # the per-checker enumeration happens once
     excluded = random.Random(1).sample(all_codes, 1000)
     best = min(_timed(lambda: code_language(fresh, exclude=excluded)) for _ in range(3))
-    assert best < 0.5
+    assert best < 2.0  # ~10 ms measured; only catches a pathological slowdown
 
 
 def _timed(fn) -> float:
@@ -324,7 +324,7 @@ def test_huge_space_gives_format_mode_fast():
     space = space_from_dict(HUGE)
     start = time.perf_counter()
     lang = code_language(ValidityChecker(space))
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 2.0  # enumerating 10^30 codes would never end
     assert lang.mode == "format" and lang.count is None
     assert lang.regex() == "^[0-9]{30}$"
     assert lang.n_states == 30

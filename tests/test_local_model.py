@@ -179,11 +179,13 @@ def test_taken_port_is_retried_once_on_another(monkeypatch: pytest.MonkeyPatch) 
     assert _gone(pid)
 
 
-def test_explicit_taken_port_gives_user_error() -> None:
+def test_explicit_taken_port_gives_user_error(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        with pytest.raises(UserError, match="already in use"):
-            with LocalModelServer(port=taken, n_ctx=512):
+        with pytest.raises(UserError, match="already in use") as caught:
+            with LocalModelServer(port=taken, n_ctx=512, log_path=log):
                 pass
+    assert str(taken) in str(caught.value) and str(log) in str(caught.value)

@@ -270,6 +270,13 @@ def code_language(
     return CodeLanguage(mode="exact", length=space.length, count=len(codes), layers=layers, fallback=all_legal)
 
 
+def legal_codes(checker: ValidityChecker, limit: int = DEFAULT_LIMIT) -> tuple[str, ...] | None:
+    """Every legal code of the checker's space, sorted and cached; None when the space exceeds ``limit``."""
+    if checker.space.size_bound() > limit:
+        return None
+    return _legal_codes(checker)[0]
+
+
 def _legal_codes(checker: ValidityChecker) -> tuple[tuple[str, ...], CodeLanguage]:
     """Sorted legal codes of the checker's space and their language, cached on the checker.
 

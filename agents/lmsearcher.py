@@ -1,0 +1,133 @@
+"""LM-Searcher: search as ranking, with an LLM ranker or a learned one.
+
+Each round, after a few random trials, the Navigator draws a pool of unseen
+legal candidates by pruning-based subspace sampling and has it ranked:
+
+* by the LLM ranker (``ctx.llm`` has a ``ranker`` role): the model sees the
+  history as ``NCODE|reward`` lines and the pool, and picks one code; an
+  answer outside the pool draws a new pool, a bounded number of times;
+* by the learned ranker (no LLM, or the LLM failed): a surrogate fitted on
+  the run's own trials (optionally warm-started from a prior of other runs
+  or datasets) scores a large pool by an acquisition rule.
+
+The picks travel in the strategy's plan; the Generator only hands them on,
+and the Coordinator screens them like any other proposal.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from collm_nas.agents.baselines import sample_new
+from collm_nas.agents.chat_models import LLMUnavailable
+from collm_nas.agents.collm import LLM_COOLDOWN_ROUNDS, llm_ready
+from collm_nas.agents.roles import Generator, Navigator, RoundContext, SearchStrategy, Strategy
+from collm_nas.agents.surrogate import LearnedRanker, PriorModel
+from collm_nas.spaces.space import SearchSpace
+from collm_nas.tools.grammar import legal_codes
+from collm_nas.tools.pools import sample_pool
+from collm_nas.tools.ranker import LLMRanker
+
+# Pool the learned ranker scores when the space is too large to score whole.
+LEARNED_POOL = 4000
+
+
+@lru_cache(maxsize=8)
+def _prior_models(space: SearchSpace, mode: str, prior: tuple) -> tuple[PriorModel, ...]:
+    """Prior models are deterministic and costly to fit: build them once per (space, mode, prior)."""
+    return tuple(PriorModel(space, codes, values, mode, name=name) for name, codes, values in prior)
+
+
+def _frozen(prior: list) -> tuple:
+    return tuple((name, tuple(codes), tuple(values)) for name, codes, values in prior)
+
+
+class RankingNavigator(Navigator):
+    def __init__(self, initial: int = 10, pool_size: int = 10, prune_prob: float = 0.5,
+                 learned_pool: int = LEARNED_POOL, acquisition: str = "ei") -> None:
+        self.initial = initial
+        self.pool_size = pool_size
+        self.prune_prob = prune_prob
+        self.learned_pool = learned_pool
+        self.acquisition = acquisition
+        self.llm_ranker = LLMRanker()
+
+    def navigate(self, ctx: RoundContext) -> Strategy:
+        ok = [t for t in ctx.history.trials() if t.ok]
+        prior = ctx.prior
+        if len(ok) < self.initial and prior is None:
+            return Strategy(summary=f"random initial trials ({len(ok)}/{self.initial})", plan={"phase": "init"})
+        rng = ctx.rng("navigator")
+        seen = {t.ncode for t in ctx.history.trials()}
+        picks: list[str] = []
+        how = "learned"
+        if ctx.llm is not None and llm_ready(ctx) and len(ok) >= self.initial:
+            picks = self._llm_picks(ctx, rng, seen)
+            how = "llm"
+        missing = ctx.quota - len(picks)
+        if missing > 0:
+            taken = seen | set(picks)
+            everything = legal_codes(ctx.checker) if ctx.checker is not None else None
+            if everything is not None:  # small enough: score every unseen legal code
+                pool = [c for c in everything if c not in taken]
+            else:
+                pool = sample_pool(ctx.space, ctx.is_legal, self.learned_pool, rng, exclude=taken, prune_prob=0.0)
+            models = _prior_models(ctx.space, ctx.mode, _frozen(prior)) if prior else None
+            ranker = LearnedRanker(ctx.space, mode=ctx.mode, acquisition=self.acquisition, prior=models,
+                                   seed=ctx.seed)
+            ranker.fit([t.ncode for t in ok], [t.value for t in ok])
+            picks += ranker.rank(pool)[:missing]
+            if how == "llm":
+                how = "llm+learned"
+        return Strategy(summary=f"rank candidate pools ({how} ranker) and evaluate the most promising",
+                        plan={"phase": "rank", "picks": picks, "ranker": how})
+
+    def _llm_picks(self, ctx: RoundContext, rng, seen: set[str]) -> list[str]:
+        picks: list[str] = []
+        chat = ctx.llm.chat("ranker")
+        for _ in range(ctx.quota):
+            exclude = seen | set(picks)
+
+            def draw(exclude: set[str] = exclude) -> list[str]:
+                return sample_pool(ctx.space, ctx.is_legal, self.pool_size, rng, exclude=exclude,
+                                   prune_prob=self.prune_prob)
+
+            pool = draw()
+            if not pool:
+                break
+            objective = ctx.objective
+            try:
+                outcome = self.llm_ranker.pick(
+                    chat, ctx.space, ctx.history.trials(), pool, mode=ctx.mode, redraw=draw,
+                    metric=objective.metric if objective else "value",
+                    constraints=objective.constraints if objective else (), calls=ctx.calls)
+            except LLMUnavailable as e:  # the failed call is already in ctx.calls
+                ctx.memory["llm_paused_until"] = ctx.round + LLM_COOLDOWN_ROUNDS - 1
+                ctx.warnings.append(f"{e}; round {ctx.round} is ranked by the learned ranker")
+                break
+            ctx.memory["outside_pool"] = ctx.memory.get("outside_pool", 0) + outcome.outside_pool
+            if outcome.code is None:
+                break
+            picks.append(outcome.code)
+        return picks
+
+
+class PickGenerator(Generator):
+    """Hands on the Navigator's picks (random codes in the initial phase)."""
+
+    def generate(self, strategy: Strategy, n: int, ctx: RoundContext) -> list[str]:
+        if strategy.plan.get("phase") != "rank":
+            return sample_new(ctx, n, ctx.rng("generator"))
+        return list(strategy.plan.get("picks") or [])[:n]
+
+
+def lmsearcher_search() -> SearchStrategy:
+    return SearchStrategy(
+        "lmsearcher",
+        RankingNavigator(),
+        PickGenerator(),
+        1,
+        "LM-Searcher: rank pruning-sampled candidate pools with the LLM (or a learned ranker) and evaluate the pick",
+        llm_roles=("ranker",),
+        needs_llm=False,
+    )

@@ -1,0 +1,124 @@
+"""LM-Searcher: the lmsearcher strategy (learned and LLM ranker), priors, trajectories, plots."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from collm_nas import Workspace
+from collm_nas.errors import UserError
+from collm_nas.evaluators.nb201_table import load_table
+from collm_nas.graphs.components import forget_components
+from fake_openai import FakeOpenAIServer, Reply
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def ws(tmp_path: Path, table_path: str) -> Workspace:
+    yield Workspace(tmp_path / "runs", table_path=table_path)
+    forget_components()
+
+
+def test_lmsearcher_without_llm_uses_the_learned_ranker(ws: Workspace) -> None:
+    result = ws.search(dataset="cifar10", strategy="lmsearcher", llm="none", budget=40, seed=1, run_id="lm")
+    trials = ws.run("lm").trials()
+    assert result.evaluations == 40 and len({t.ncode for t in trials}) == 40
+    assert ws.run("lm").llm_summary() is None
+    # After the random start the ranker's picks are evaluated, not top-ups.
+    late = [r for r in ws.run("lm").rounds() if r["round"] > 10]
+    assert late and all(r["accepted"] == 1 and r["topped_up"] == 0 for r in late)
+    assert "learned ranker" in late[0]["strategy"]
+
+
+def test_prior_from_another_dataset_is_accepted_and_the_target_is_refused(ws: Workspace) -> None:
+    result = ws.search(dataset="imagenet16", strategy="lmsearcher", llm="none", budget=30, seed=0,
+                       prior=["table:cifar100_test"], run_id="warm")
+    assert result.evaluations == 30
+    with pytest.raises(UserError, match="never come from the target"):
+        ws.search(dataset="imagenet16", strategy="lmsearcher", llm="none", budget=30,
+                  prior=["table:imagenet16_test"], run_id="cheat")
+    with pytest.raises(UserError, match="never come from the target"):
+        ws.search(dataset="cifar10", strategy="lmsearcher", llm="none", budget=30,
+                  prior=["table:cifar10_test"], run_id="cheat2")
+    # Another run as prior: fine for another dataset, refused for the same task.
+    ws.search(dataset="cifar100", strategy="random", budget=20, seed=3, run_id="c100")
+    ws.search(dataset="cifar10", strategy="lmsearcher", llm="none", budget=15, prior=["c100"], run_id="from-run")
+    with pytest.raises(UserError, match="same task"):
+        ws.search(dataset="cifar100", strategy="lmsearcher", llm="none", budget=15, prior=["c100"], run_id="same")
+
+
+def _pool_of(request: dict) -> list[str]:
+    user = [m for m in request["messages"] if m.get("role") == "user"][-1]["content"]
+    section = user.split("## Candidate pool", 1)[1]
+    return re.findall(r"\b[0-4]{6}\b", section)
+
+
+def test_lmsearcher_with_an_llm_ranker_and_answers_outside_the_pool(ws: Workspace, monkeypatch) -> None:
+    state = {"n": 0}
+
+    def answer(request: dict) -> Reply:
+        state["n"] += 1
+        pool = _pool_of(request)
+        if state["n"] % 3 == 0:
+            return Reply.text('{"code": "999999"}')  # outside the pool: a redraw follows
+        return Reply.text(f'I would pick {pool[-1]} because it looks strong.')
+
+    with FakeOpenAIServer(default=Reply.dynamic(answer)) as server:
+        monkeypatch.setenv("COLLM_NAS_LLM_BASE_URL", server.base_url)
+        monkeypatch.setenv("COLLM_NAS_LLM_DECODING", "text")
+        monkeypatch.setenv("COLLM_NAS_LLM_RETRY_INITIAL_WAIT_S", "0.01")
+        result = ws.search(dataset="cifar100", strategy="lmsearcher", llm="endpoint", budget=20, seed=0,
+                           run_id="llm-rank")
+        bodies = server.chat_bodies
+    assert result.evaluations == 20
+    assert bodies and all(len(_pool_of(b)) == 10 for b in bodies)
+    summary = ws.run("llm-rank").llm_summary()
+    assert summary["modes"] == {"ranker": ["text"]} and summary["calls"] == len(bodies)
+    assert ws.run("llm-rank").rounds()[-1]["llm"]["calls"] >= 1
+
+
+def test_exported_trajectories_round_trip_and_point_at_the_true_best(ws: Workspace, tmp_path: Path,
+                                                                      table_path: str) -> None:
+    ws.search(dataset="cifar100", strategy="local", budget=40, seed=2, run_id="src")
+    out = tmp_path / "traj.jsonl"
+    env = {"COLLM_NAS_RUNS_DIR": str(tmp_path / "runs"), "COLLM_NAS_NB201_TABLE": table_path,
+           "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "collm_nas.cli", "export-trajectories", "src", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = out.read_text().splitlines()
+    assert len(lines) == 40 - 5 - 1 and "wrote 34 samples" in done.stdout
+    table = load_table(table_path)
+    for line in lines:
+        sample = json.loads(line)
+        pool = sample["pool"]
+        assert 2 <= len(pool) <= 10
+        truth = max(pool, key=lambda c: table.value(c, "cifar100_test"))
+        assert sample["answer"] == truth
+        assert json.loads(sample["messages"][-1]["content"]) == {"code": truth}
+        assert [m["role"] for m in sample["messages"]] == ["system", "user", "assistant"]
+        assert all(code in sample["messages"][1]["content"] for code in pool)
+
+
+def test_export_refuses_unfinished_runs_and_plot_writes_a_png(ws: Workspace, tmp_path: Path,
+                                                             table_path: str) -> None:
+    ws.search(dataset="cifar10", strategy="rea", budget=30, seed=0, run_id="a")
+    ws.search(dataset="cifar10", strategy="local", budget=30, seed=0, run_id="b")
+    ws.store.set_status("b", "interrupted")
+    env = {"COLLM_NAS_RUNS_DIR": str(tmp_path / "runs"), "COLLM_NAS_NB201_TABLE": table_path,
+           "PATH": "/usr/bin:/bin"}
+    cli = [sys.executable, "-m", "collm_nas.cli"]
+    refused = subprocess.run([*cli, "export-trajectories", "b", "--out", str(tmp_path / "x.jsonl")], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "not finished" in refused.stderr and "Traceback" not in refused.stderr
+    png = tmp_path / "plot.png"
+    drawn = subprocess.run([*cli, "plot", "a", "b", "--out", str(png)], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert drawn.returncode == 0, drawn.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
