@@ -28,14 +28,24 @@ def _lmsearcher() -> SearchStrategy:
     return lmsearcher_search()
 
 
+def _hybrid() -> SearchStrategy:
+    from collm_nas.agents.hybrid import hybrid_search
+
+    return hybrid_search()
+
+
 STRATEGIES = {
     "random": random_search,
     "rea": regularized_evolution,
     "local": local_search,
     "collm": _collm,
     "lmsearcher": _lmsearcher,
+    "hybrid": _hybrid,
 }
 LLM_FREE_STRATEGIES = ("random", "rea", "local")
+# Strategies that can top up a short batch or replace an LLM strategy without an LLM
+# (lmsearcher then ranks with its learned ranker).
+FALLBACKS = (*LLM_FREE_STRATEGIES, "lmsearcher")
 
 
 def make_strategy(name: str) -> SearchStrategy:
@@ -50,6 +60,7 @@ __all__ = [
     "Coordinator",
     "Direction",
     "Feedback",
+    "FALLBACKS",
     "LLM_FREE_STRATEGIES",
     "Objective",
     "Generator",

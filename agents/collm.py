@@ -173,6 +173,8 @@ class LLMNavigator(Navigator):
             metric=objective.metric if objective else "value",
             option_stats=option_stats(ctx),
             memory=memory,
+            human=(f"\n## A person reviewing the last batch rejected it and said\n{ctx.human_comment}\n"
+                   "Take this into account in the next strategy.\n" if ctx.human_comment else ""),
         )
         return [SystemMessage(system), HumanMessage(user)]
 

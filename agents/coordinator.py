@@ -10,7 +10,7 @@ number of rounds without improvement, or when the space has nothing new left.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from collm_nas.agents.baselines import sample_new
 from collm_nas.agents.roles import Feedback, RoundContext, SearchStrategy
@@ -28,6 +28,7 @@ class Screening:
     illegal: dict[str, list[str]] = field(default_factory=dict)  # code -> reasons
     topped_up: list[str] = field(default_factory=list)
     corrections: int = 0  # corrective follow-ups sent to the generator
+    ranked_out: int = 0  # legal new proposals left out because the quota was full (ranked lower)
 
     @property
     def batch(self) -> list[str]:
@@ -48,6 +49,7 @@ class Screening:
             illegal=illegal,
             topped_up=self.topped_up + later.topped_up,
             corrections=self.corrections + later.corrections + 1,
+            ranked_out=self.ranked_out + later.ranked_out,
         )
 
     def figures(self) -> dict:
@@ -58,12 +60,14 @@ class Screening:
             "illegal": len(self.illegal),
             "topped_up": len(self.topped_up),
             "corrections": self.corrections,
+            "ranked_out": self.ranked_out,
             "illegal_examples": dict(list(self.illegal.items())[:5]),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> "Screening":
-        return cls(**{k: data[k] for k in ("proposed", "accepted", "duplicates", "illegal", "topped_up", "corrections")
+        return cls(**{k: data[k] for k in ("proposed", "accepted", "duplicates", "illegal", "topped_up", "corrections",
+                                                 "ranked_out")
                       if k in data})
 
     def to_dict(self) -> dict:
@@ -132,6 +136,8 @@ class Coordinator:
             if report["valid"]:
                 if len(result.accepted) < quota:
                     result.accepted.append(report["ncode"])
+                else:
+                    result.ranked_out += 1
             else:
                 result.illegal[report["ncode"]] = [p["message"] for p in report["problems"]]
         missing = quota - len(result.accepted)
@@ -148,7 +154,7 @@ class Coordinator:
         out: list[str] = []
         if self.fallback is not None:
             memory = ctx.memory.setdefault("fallback", {})
-            sub = ctx.sub(memory)
+            sub = replace(ctx.sub(memory), llm=None)  # the fallback never talks to the LLM
             plan = self.fallback.navigator.navigate(sub)
             for code in self.fallback.generator.generate(plan, n, sub):
                 if len(out) < n and code not in exclude and code not in out and ctx.is_new_and_legal(code):

@@ -42,6 +42,17 @@ def _frozen(prior: list) -> tuple:
     return tuple((name, tuple(codes), tuple(values)) for name, codes, values in prior)
 
 
+def learned_ranking(ctx: RoundContext, pool: list[str], acquisition: str = "ei") -> list[str]:
+    """``pool`` ordered best first by the learned ranker fitted on the run's trials (and its prior)."""
+    ok = [t for t in ctx.history.trials() if t.ok]
+    if not pool or (not ok and not ctx.prior):
+        return list(pool)
+    models = _prior_models(ctx.space, ctx.mode, _frozen(ctx.prior)) if ctx.prior else None
+    ranker = LearnedRanker(ctx.space, mode=ctx.mode, acquisition=acquisition, prior=models, seed=ctx.seed)
+    ranker.fit([t.ncode for t in ok], [t.value for t in ok])
+    return ranker.rank(pool)
+
+
 class RankingNavigator(Navigator):
     def __init__(self, initial: int = 10, pool_size: int = 10, prune_prob: float = 0.5,
                  learned_pool: int = LEARNED_POOL, acquisition: str = "ei") -> None:
@@ -56,7 +67,7 @@ class RankingNavigator(Navigator):
         ok = [t for t in ctx.history.trials() if t.ok]
         prior = ctx.prior
         if len(ok) < self.initial and prior is None:
-            return Strategy(summary=f"random initial trials ({len(ok)}/{self.initial})", plan={"phase": "init"})
+            return Strategy(summary=f"random initial trials ({len(ok)}/{self.initial})", plan={"phase": "init", "llm": "not needed"})
         rng = ctx.rng("navigator")
         seen = {t.ncode for t in ctx.history.trials()}
         picks: list[str] = []
@@ -72,11 +83,7 @@ class RankingNavigator(Navigator):
                 pool = [c for c in everything if c not in taken]
             else:
                 pool = sample_pool(ctx.space, ctx.is_legal, self.learned_pool, rng, exclude=taken, prune_prob=0.0)
-            models = _prior_models(ctx.space, ctx.mode, _frozen(prior)) if prior else None
-            ranker = LearnedRanker(ctx.space, mode=ctx.mode, acquisition=self.acquisition, prior=models,
-                                   seed=ctx.seed)
-            ranker.fit([t.ncode for t in ok], [t.value for t in ok])
-            picks += ranker.rank(pool)[:missing]
+            picks += learned_ranking(ctx, pool, self.acquisition)[:missing]
             if how == "llm":
                 how = "llm+learned"
         return Strategy(summary=f"rank candidate pools ({how} ranker) and evaluate the most promising",

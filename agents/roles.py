@@ -105,6 +105,7 @@ class RoundContext:
     llm: Any = None  # LLMRoles of this process (None: no LLM); never checkpointed
     calls: list[dict[str, Any]] = field(default_factory=list)  # figures of the LLM calls made this step
     warnings: list[str] = field(default_factory=list)  # one-line notices for the user (e.g. LLM fell back)
+    human_comment: str | None = None  # why a person rejected the last batch (approval); the Navigator reads it
     prior: Any = None  # warm-start data from other runs or datasets: [(codes, values), ...], never this run's
 
     def rng(self, role: str) -> random.Random:

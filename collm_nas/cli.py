@@ -26,6 +26,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", help="folder of the run database (default: $COLLM_NAS_RUNS_DIR or ./runs)")
+    p.add_argument("--store", metavar="URL",
+                   help="where runs are stored: postgres://USER@HOST:PORT/DB (also postgresql://; shared by a team) "
+                        "or a SQLite file (default: $COLLM_NAS_STORE, else collm-nas.db in the runs folder)")
 
 
 def _table_flag(p: argparse.ArgumentParser) -> None:
@@ -38,11 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("search", help="start a new search")
     s.add_argument("--space", default="nb201", help="built-in space (nb201) or a .yaml/.json space file")
-    s.add_argument("--evaluator", default="table", help="'table' (NAS-Bench-201 results) or module.path:function")
-    s.add_argument("--dataset", default="cifar10", help="cifar10 (searched on validation), cifar100 or imagenet16")
+    s.add_argument("--evaluator", default="table",
+                   help="'table' (NAS-Bench-201 results), 'train' (train every architecture of nb201 or mbv3 "
+                        "for real), 'supernet' (nb201 weights inherited from a weight-sharing supernet trained "
+                        "once), 'proxy' (nb201 zero-cost proxies: synflow, naswot, grad_norm) or module.path:function")
+    s.add_argument("--dataset",
+                   help="table: cifar10 (default, searched on validation), cifar100 or imagenet16; train: digits "
+                        "(default, ships with scikit-learn), cifar10, cifar100 (python-format folders under "
+                        "--data-dir), torchvision:NAME or imagefolder:PATH (need torchvision); supernet and "
+                        "proxy: as train")
     s.add_argument("--strategy", default="rea",
                    help="random, rea (regularized evolution), local, collm (LLM Navigator + Generator) "
-                        "or lmsearcher (rank candidate pools with the LLM or a learned ranker)")
+                        "lmsearcher (rank candidate pools with the LLM or a learned ranker) or hybrid "
+                        "(the LLM Generator proposes several candidates per slot, the learned ranker picks)")
     s.add_argument("--budget", type=int, default=100, help="architectures to evaluate (default 100)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, help="architectures per round (default: the strategy's, 1 for baselines)")
@@ -56,6 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prior", action="append", default=[], metavar="RUN_ID|table:COLUMN",
                    help="warm-start the learned ranker (lmsearcher) from another run or another dataset's "
                         "table column, e.g. table:cifar100_test; never the target's own results")
+    tr = s.add_argument_group("real training (--evaluator train, supernet or proxy; stored with the run)")
+    tr.add_argument("--train-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="trainer setting, repeatable: epochs, batch_size, lr, weight_decay, time_limit_s, seed, "
+                         "device (auto/cpu/cuda), threads, image_size, channels and cells (nb201 C and N), "
+                         "width_mult (mbv3), augment, model_hook, ... (see TrainConfig); supernet: epochs, "
+                         "calib_batches, cache_dir, ... (SupernetConfig); proxy: proxy=synflow|naswot|grad_norm, "
+                         "batch_size, channels, cells, seed (ProxyConfig)")
+    tr.add_argument("--data-dir", help="folder holding CIFAR / torchvision / image-folder data "
+                                       "(default: $COLLM_NAS_DATA_DIR)")
+    pe = s.add_argument_group("parallel evaluation (stored with the run; resume uses it)")
+    pe.add_argument("--backend", choices=["serial", "process", "ray"],
+                    help="serial (default, this process), process (a pool of worker processes, one GPU each "
+                         "where there are GPUs) or ray (Ray tasks; needs collm-nas[ray], RAY_ADDRESS for a "
+                         "cluster); results are the same on all (default: $COLLM_NAS_BACKEND or serial)")
+    pe.add_argument("--workers", type=int, metavar="N",
+                    help="concurrent evaluations for process and ray (default: $COLLM_NAS_WORKERS, else one "
+                         "per GPU, else one per CPU core)")
     g = s.add_argument_group("LLM strategies (collm)")
     g.add_argument("--llm", default="auto", choices=["auto", "endpoint", "local", "none"],
                    help="auto: a configured endpoint, else the local model, else none (LLM-free fallback)")
@@ -66,8 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, help="sampling temperature for every role")
     g.add_argument("--decoding", choices=["auto", "grammar", "json_schema", "tools", "text"],
                    help="structured-output mode (default auto: grammar for llama.cpp, JSON schema for vLLM, else tools)")
-    g.add_argument("--fallback", default="local", choices=["random", "rea", "local"],
-                   help="LLM-free strategy that tops up short batches and stands in when the LLM fails (default local)")
+    g.add_argument("--fallback", default="local", choices=["random", "rea", "local", "lmsearcher"],
+                   help="LLM-free strategy that tops up short batches and stands in when the LLM fails "
+                        "(default local; lmsearcher = the learned ranker)")
+    ap = s.add_argument_group("approval (a person approves each batch before it is evaluated)")
+    ap.add_argument("--approval", choices=["never", "every-round", "over-cost"], default=None,
+                    help="when to pause for approval (default never; --approve alone means every-round)")
+    ap.add_argument("--approval-threshold", type=float, metavar="SECONDS",
+                    help="with over-cost: pause when a batch's estimated evaluation seconds exceed this")
+    ap.add_argument("--approve", action="store_true",
+                    help="answer each pause here (approve / edit / reject); without it a paused search exits "
+                         "and 'collm-nas approve RUN_ID' answers later, from any terminal")
     s.add_argument("--json", action="store_true", help="print one JSON object at the end")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     _table_flag(s)
@@ -75,10 +112,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("resume", help="continue an interrupted run to its budget")
     r.add_argument("run_id")
+    r.add_argument("--approve", action="store_true", help="answer approval pauses here")
     r.add_argument("--json", action="store_true")
     r.add_argument("--no-progress", action="store_true")
     _table_flag(r)
     _common(r)
+
+    a = sub.add_parser("approve", help="show or answer a run paused for approval, then let it go on")
+    a.add_argument("run_id")
+    a.add_argument("--decision", choices=["approve", "edit", "reject"],
+                   help="the answer (without it: show the pause and exit)")
+    a.add_argument("--drop", nargs="+", default=[], metavar="CODE", help="edit: codes to take out of the batch")
+    a.add_argument("--add", nargs="+", default=[], metavar="CODE", help="edit: codes to add (checked first)")
+    a.add_argument("--comment", help="reject: why, for the Navigator's next round")
+    a.add_argument("--approve", action="store_true", help="answer later pauses here too")
+    a.add_argument("--json", action="store_true")
+    a.add_argument("--no-progress", action="store_true")
+    _table_flag(a)
+    _common(a)
+
+    hi = sub.add_parser("history", help="list a run's checkpoints by round (to fork from)")
+    hi.add_argument("run_id")
+    hi.add_argument("--json", action="store_true")
+    _common(hi)
+
+    fk = sub.add_parser("fork", help="start a new run from a run's state at the end of a round")
+    fk.add_argument("run_id")
+    fk.add_argument("--round", type=int, required=True, help="the completed round to start from ('history' lists them)")
+    fk.add_argument("--run-id", dest="new_run_id", help="id of the new run (default: derived from the parent's)")
+    fk.add_argument("--strategy", help="another strategy from that point on (default: the parent's)")
+    fk.add_argument("--budget", type=int, help="another budget (default: the parent's)")
+    fk.add_argument("--no-start", action="store_true", help="create the fork and leave it resumable")
+    fk.add_argument("--approve", action="store_true", help="answer approval pauses here")
+    fk.add_argument("--json", action="store_true")
+    fk.add_argument("--no-progress", action="store_true")
+    _table_flag(fk)
+    _common(fk)
 
     ls = sub.add_parser("runs", help="list runs with their status")
     ls.add_argument("--json", action="store_true")
@@ -134,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _workspace(args: argparse.Namespace):
     from collm_nas.api import Workspace
 
-    return Workspace(getattr(args, "runs_dir", None), table_path=getattr(args, "table", None))
+    return Workspace(getattr(args, "runs_dir", None), table_path=getattr(args, "table", None),
+                     store=getattr(args, "store", None))
 
 
 def _progress(args: argparse.Namespace):
@@ -200,15 +270,104 @@ def _run_with_progress(args: argparse.Namespace, start) -> int:
         print(f"collm-nas: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     bar.close()
+    while result.status == AWAITING_STATUS:
+        if not getattr(args, "approve", False):
+            _print_pause_hint(result.run_id)
+            break
+        try:
+            answered = _answer_interactively(args, result.run_id, on_event)
+        except KeyboardInterrupt:
+            bar.close()
+            print(f"collm-nas: interrupted; the run stays paused: collm-nas approve {result.run_id}",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if answered is None:
+            _print_pause_hint(result.run_id)
+            break
+        result = answered
+        bar.close()
     _print_result(result, args.json)
     return 0
 
 
+AWAITING_STATUS = "awaiting approval"
+
+
+def _print_pause_hint(run_id: str) -> None:
+    print(f"collm-nas: run {run_id} is paused for approval; see it with 'collm-nas approve {run_id}', answer with "
+          f"'collm-nas approve {run_id} --decision approve|edit|reject'", file=sys.stderr)
+
+
+def _pause_text(pause: dict[str, Any]) -> str:
+    """The batch waiting for approval, for a terminal."""
+    lines = [f"run {pause['run_id']}, round {pause['round']}: waiting for approval ({pause['reason']})"]
+    strategy = pause.get("strategy") or {}
+    if strategy.get("summary"):
+        lines.append(f"strategy: {strategy['summary']}")
+    for pattern in strategy.get("patterns") or []:
+        lines.append(f"  pattern: {pattern}")
+    lines.append(f"  {'#':>2}  {'ncode':<8} {'valid':<5} {'est. s':>8}  architecture")
+    for i, c in enumerate(pause["candidates"], 1):
+        cost = "?" if c["estimated_cost_s"] is None else f"{c['estimated_cost_s']:.3g}"
+        valid = "yes" if c["valid"] else "NO"
+        lines.append(f"  {i:>2}  {c['ncode']:<8} {valid:<5} {cost:>8}  {c['arch'] or '; '.join(c['problems'])}")
+    total = pause.get("estimated_cost_s")
+    lines.append(f"budget left {pause['budget_left']} of {pause['budget']}; estimated cost of the batch: "
+                 f"{'unknown' if total is None else f'{total:.3g} s'} ({pause['cost_source']})")
+    if pause.get("error"):
+        lines.append(f"last answer refused: {pause['error']}")
+    return "\n".join(lines)
+
+
+def _ask(prompt: str) -> str | None:
+    print(prompt, end="", file=sys.stderr, flush=True)
+    line = sys.stdin.readline()
+    return None if not line else line.strip()
+
+
+def _answer_interactively(args: argparse.Namespace, run_id: str, on_event):
+    """Show the pause, read approve / edit / reject from stdin, answer; None when stdin ends."""
+    ws = _workspace(args)
+    pause = ws.pending_approval(run_id)
+    print(_pause_text(pause), file=sys.stderr)
+    codes = [c["ncode"] for c in pause["candidates"]]
+    while True:
+        choice = _ask("[a]pprove, [e]dit, [r]eject? ")
+        if choice is None:
+            return None
+        choice = choice.lower()
+        kw: dict[str, Any] = {}
+        if choice in ("a", "approve", "y", "yes"):
+            decision = "approve"
+        elif choice in ("e", "edit"):
+            decision = "edit"
+            drop = _ask("drop (numbers or codes, blank for none): ")
+            add = _ask("add (codes, blank for none): ")
+            if drop is None or add is None:
+                return None
+            kw["drop"] = [codes[int(x) - 1] if x.isdigit() and 0 < int(x) <= len(codes) else x
+                          for x in drop.replace(",", " ").split()]
+            kw["add"] = add.replace(",", " ").split()
+        elif choice in ("r", "reject"):
+            decision = "reject"
+            comment = _ask("comment for the Navigator: ")
+            if comment is None:
+                return None
+            kw["comment"] = comment
+        else:
+            print("collm-nas: answer a, e or r", file=sys.stderr)
+            continue
+        try:
+            return ws.approve(run_id, decision, on_progress=on_event, **kw)
+        except UserError as e:  # a refused edit: the pause stays open, ask again
+            print(f"collm-nas: {e}", file=sys.stderr)
+
+
 def cmd_search(args: argparse.Namespace) -> int:
-    from collm_nas.api import make_run_id
+    from collm_nas.api import make_run_id, run_label
 
     ws = _workspace(args)
-    args.run_id = args.run_id or make_run_id(args.strategy, args.dataset if args.evaluator == "table" else args.space)
+    args.run_id = args.run_id or make_run_id(args.strategy, run_label(args.evaluator, args.space, args.dataset))
     return _run_with_progress(
         args,
         lambda on_event: ws.search(
@@ -230,8 +389,36 @@ def cmd_search(args: argparse.Namespace) -> int:
             llm_options=_llm_options(args),
             fallback=args.fallback,
             prior=args.prior,
+            backend=args.backend,
+            workers=args.workers,
+            train_options=_train_options(args),
+            approval=_approval_mode(args),
+            approval_threshold_s=args.approval_threshold,
         ),
     )
+
+
+def _approval_mode(args: argparse.Namespace) -> str:
+    if args.approval is None:
+        return "every_round" if args.approve else "never"
+    if args.approval == "never" and args.approve:
+        raise UserError("--approve answers approval pauses, but --approval never asks for none; drop one of them")
+    return args.approval.replace("-", "_")
+
+
+def _train_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--train-option KEY=VALUE`` and ``--data-dir`` as the train evaluator's options."""
+    options: dict[str, Any] = {}
+    for item in args.train_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--train-option '{item}' must be written KEY=VALUE, e.g. epochs=10")
+        options[key.strip()] = value.strip()
+    if args.data_dir:
+        options["data_dir"] = args.data_dir
+    if options and args.evaluator not in ("train", "supernet", "proxy"):
+        raise UserError("--train-option and --data-dir apply only to --evaluator train, supernet or proxy")
+    return options
 
 
 def _llm_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -248,7 +435,46 @@ def _llm_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     ws = _workspace(args)
+    if ws.run(args.run_id).status == AWAITING_STATUS:  # paused at the gate: show it (and answer with --approve)
+        return _run_with_progress(args, lambda on_event: ws.result(args.run_id))
     return _run_with_progress(args, lambda on_event: ws.resume(args.run_id, on_progress=on_event))
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    points = _workspace(args).history(args.run_id)
+    if args.json:
+        print(json.dumps(points))
+        return 0
+    print(f"{'round':>5}  {'evaluated':>9}  {'best':>10}  {'next':<10}  checkpoint")
+    for p in points:
+        best = "-" if p["best_value"] is None else f"{p['best_value']:.4f}"
+        print(f"{p['round']:>5}  {p['evaluated']:>9}  {best:>10}  {','.join(p['next']) or 'end':<10}  "
+              f"{p['checkpoint_id']}")
+    return 0
+
+
+def cmd_fork(args: argparse.Namespace) -> int:
+    ws = _workspace(args)
+    return _run_with_progress(args, lambda on_event: ws.fork(
+        args.run_id, args.round, new_run_id=args.new_run_id, strategy=args.strategy, budget=args.budget,
+        start=not args.no_start, on_progress=on_event))
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    ws = _workspace(args)
+    pause = ws.pending_approval(args.run_id)
+    if pause is None:
+        raise UserError(f"run '{args.run_id}' is not waiting for approval (status: "
+                        f"{ws.run(args.run_id).info.display_status})")
+    if args.decision is None:
+        if args.approve:
+            return _run_with_progress(args, lambda on_event: ws.result(args.run_id))
+        print(json.dumps(pause) if args.json else _pause_text(pause))
+        return 0
+    if args.decision != "edit" and (args.drop or args.add):
+        raise UserError("--drop and --add go with --decision edit")
+    return _run_with_progress(args, lambda on_event: ws.approve(
+        args.run_id, args.decision, drop=args.drop, add=args.add, comment=args.comment, on_progress=on_event))
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -262,7 +488,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
             "status": info.display_status,
             "stop_reason": info.stop_reason,
             "space": cfg.get("space"),
-            "dataset": cfg.get("dataset") if cfg.get("evaluator") == "table" else cfg.get("evaluator"),
+            "dataset": (cfg.get("dataset") if cfg.get("evaluator") == "table"
+                        else f"{cfg.get('evaluator')}:{cfg.get('dataset')}"
+                        if cfg.get("evaluator") in ("train", "supernet", "proxy")
+                        else cfg.get("evaluator")),
             "strategy": cfg.get("strategy"),
             "evaluations": info.n_trials,
             "budget": cfg.get("budget"),
@@ -274,7 +503,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(json.dumps(rows))
         return 0
     if not rows:
-        print(f"no runs in {ws.db_path.parent}")
+        print(f"no runs in {ws.location}")
         return 0
     print(_format_table(rows, ["run_id", "status", "space", "dataset", "strategy", "evaluations", "budget",
                                "best_ncode", "best_value", "created"]))
@@ -296,6 +525,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             **({result.reported_metric: t.metrics.get(result.reported_metric)}
                if result.reported_metric != result.searched_metric else {}),
             **{k: v for k, v in t.metrics.items() if k not in (result.searched_metric, result.reported_metric)},
+            **({"train_s": t.cost["train_s"]} if "train_s" in t.cost else {}),
             "error": t.error,
         })
     if args.format == "json":
@@ -315,6 +545,11 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(_llm_text(llm))
         cols = list(dict.fromkeys(k for row in rows for k in row if k != "error"))
         print(_format_table(rows, cols) if rows else "no trials yet")
+        failed = [row for row in rows if row["error"]]
+        if failed:
+            print(f"failed trials ({len(failed)}):")
+            for row in failed:
+                print(f"  eval {row['eval']} {row['ncode']}: {row['error']}")
     return 0
 
 
@@ -322,11 +557,12 @@ def _llm_text(s: dict[str, Any]) -> str:
     """The LLM figures of a run, a few lines."""
     modes = ", ".join(f"{role} {'/'.join(m)}" for role, m in s["modes"].items()) or "-"
     lines = [
-        f"LLM: {s['llm_rounds']}/{s['rounds']} rounds used the LLM ({s['fallback_rounds']} fell back); "
+        f"LLM: {s['llm_rounds']}/{s['rounds']} rounds used the LLM ({s['fallback_rounds']} fell back{s['planned_note']}); "
         f"decoding: {modes}",
         f"  proposals {s['proposed']}: illegal {s['illegal']} ({100 * s['illegal_rate']:.1f}%), "
         f"duplicates {s['duplicates']} ({100 * s['duplicate_rate']:.1f}%), accepted {s['accepted']}, "
-        f"topped up by the fallback {s['topped_up']}, corrective follow-ups {s['corrections']}",
+        f"topped up by the fallback {s['topped_up']}, corrective follow-ups {s['corrections']}"
+        + (f", ranked out {s['ranked_out']}" if s.get("ranked_out") else ""),
         f"  calls {s['calls']} ({s['failed_calls']} failed); tokens prompt {s['prompt_tokens']} / completion "
         f"{s['completion_tokens']}; latency {s['latency_s']:.1f}s in all, {s['latency_per_call_s']:.2f}s a call",
     ]
@@ -345,7 +581,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
         run = ws.run(run_id)
         result = ws.result(run_id)
         cfg = run.config
-        panel = cfg.dataset if cfg.evaluator == "table" else cfg.space
+        panel = (cfg.dataset if cfg.evaluator == "table"
+                 else f"{cfg.space} {cfg.dataset}" if cfg.evaluator in ("train", "supernet", "proxy")
+                 else cfg.space)
         reported = result.reported_metric if args.metric == "reported" else None
         label = cfg.strategy if len(args.run_ids) > 1 else run_id
         curves.setdefault(str(panel), {}).setdefault(label, []).append(
@@ -443,6 +681,9 @@ def _format_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> str:
 COMMANDS = {
     "search": cmd_search,
     "resume": cmd_resume,
+    "approve": cmd_approve,
+    "history": cmd_history,
+    "fork": cmd_fork,
     "runs": cmd_runs,
     "show": cmd_show,
     "describe": cmd_describe,

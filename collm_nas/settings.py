@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from collm_nas.errors import UserError
+from collm_nas.graphs.locator import StoreLocator, parse_store
 
 # Where the shared NAS-Bench-201 table is found when no setting names it:
 # beside the working directory's parent, or beside this checkout.
@@ -29,6 +30,14 @@ class Settings(BaseSettings):
     runs_dir: Path = Path("runs")
     nb201_table: Path | None = None
     progress: Literal["auto", "always", "never"] = "auto"
+    # Folder of the train evaluator's data sets (CIFAR python folders, torchvision data, image folders).
+    data_dir: Path | None = None
+    # Parallel evaluation (search --backend / --workers; stored with each run).
+    backend: Literal["serial", "process", "ray"] = "serial"
+    workers: int | None = None
+    # Where runs are stored (--store): a postgres:// URL shared by a team, or a SQLite file
+    # (default: collm-nas.db in the runs folder).
+    store: str | None = None
 
     def table_path(self, override: str | Path | None = None) -> str:
         """The table path to use: the override, the setting, or the first default that exists."""
@@ -43,6 +52,11 @@ class Settings(BaseSettings):
 
     def db_path(self, runs_dir: str | Path | None = None) -> Path:
         return Path(runs_dir or self.runs_dir).expanduser() / DB_FILENAME
+
+    def store_locator(self, runs_dir: str | Path | None = None, store: str | None = None) -> StoreLocator:
+        """The store to use: ``store`` (--store), else COLLM_NAS_STORE, else the SQLite file in the runs folder."""
+        chosen = store if store else self.store
+        return parse_store(chosen) if chosen else StoreLocator("sqlite", str(self.db_path(runs_dir)))
 
 
 def load_settings() -> Settings:

@@ -33,6 +33,8 @@ class Evaluator(ABC):
     reported_metric: str
     mode: Literal["max", "min"] = "max"
     metric_note: str = ""
+    # True when results depend on nothing random (a lookup table): no seeding needed.
+    deterministic: bool = False
 
     @abstractmethod
     def evaluate(self, ncodes: Sequence[str]) -> list[TrialResult]:
@@ -41,6 +43,9 @@ class Evaluator(ABC):
     def iter_evaluate(self, ncodes: Sequence[str]) -> Iterator[TrialResult]:
         """Results as they become available (costly evaluators override this)."""
         yield from self.evaluate(ncodes)
+
+    def close(self) -> None:
+        """Release what the evaluator holds (worker processes, files); it may be used again after."""
 
     # Resources known before evaluation (used by constraints and cost estimates).
     @property

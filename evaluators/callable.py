@@ -3,11 +3,14 @@
 The function receives the decoded architecture (``{decision: option}``) and
 returns either a number (the searched metric) or a mapping of metrics that
 includes the searched one. Exceptions become failed trials, not crashes.
+A function with a ``seed`` parameter also gets the evaluation's seed (from
+the run seed and the NCode only; see :mod:`collm_nas.evaluators.seeding`).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import time
 import traceback
@@ -16,6 +19,7 @@ from typing import Any
 
 from collm_nas.errors import UserError
 from collm_nas.evaluators.base import Evaluator, TrialResult
+from collm_nas.evaluators.seeding import current_seed, evaluation_seed
 from collm_nas.spaces.space import SearchSpace
 
 
@@ -50,6 +54,7 @@ class CallableEvaluator(Evaluator):
         self.space = space
         self.target = fn if isinstance(fn, str) else f"{fn.__module__}:{fn.__qualname__}"
         self.fn = import_callable(fn) if isinstance(fn, str) else fn
+        self.takes_seed = _has_seed_parameter(self.fn)
         self.searched_metric = metric or "score"
         self.reported_metric = self.searched_metric
         if mode not in ("max", "min"):
@@ -73,7 +78,11 @@ class CallableEvaluator(Evaluator):
             arch = code
             try:
                 arch = self.space.format_arch(code)
-                value = self.fn(self.space.decode(code))
+                if self.takes_seed:
+                    seed = current_seed()
+                    value = self.fn(self.space.decode(code), seed=evaluation_seed(0, code) if seed is None else seed)
+                else:
+                    value = self.fn(self.space.decode(code))
                 metrics = dict(value) if isinstance(value, Mapping) else {self.searched_metric: value}
                 metrics = {k: float(v) for k, v in metrics.items()}
                 if not math.isfinite(metrics.get(self.searched_metric, math.nan)):
@@ -84,3 +93,12 @@ class CallableEvaluator(Evaluator):
                                   cost={"wall_s": time.perf_counter() - start})
                 continue
             yield TrialResult(code, arch, metrics=metrics, cost={"wall_s": time.perf_counter() - start})
+
+
+def _has_seed_parameter(fn: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        return False
+    seed = parameters.get("seed")
+    return seed is not None and seed.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)

@@ -131,6 +131,7 @@ class NB201TableEvaluator(Evaluator):
     """Evaluates NAS-Bench-201 cells by looking them up in the results table."""
 
     name = "table"
+    deterministic = True
 
     def __init__(self, table_path: str | Path, dataset: str = "cifar10", metric: str | None = None) -> None:
         if dataset not in DATASETS:

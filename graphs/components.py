@@ -7,17 +7,21 @@ once, the same way everywhere, and a bad one is a one-line UserError.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from langchain_core.tools import StructuredTool
 
-from collm_nas.agents import Coordinator, Objective, SearchStrategy, StopRule, make_strategy
+from collm_nas.agents import FALLBACKS, Coordinator, Objective, SearchStrategy, StopRule, make_strategy
 from collm_nas.errors import UserError
-from collm_nas.evaluators import Evaluator, make_evaluator
+from collm_nas.evaluators import Evaluator, EvaluatorSpec, ParallelEvaluator
 from collm_nas.graphs.state import RunConfig
-from collm_nas.graphs.store import RunHistory, TrialStore
+from collm_nas.graphs.locator import is_postgres, mask_url
+from collm_nas.graphs.store import BaseTrialStore, RunHistory, open_trial_store
 from collm_nas.spaces import SearchSpace, get_space, parse_constraints, space_from_dict
 from collm_nas.tools import ValidityChecker, make_validity_tool
 
@@ -32,7 +36,7 @@ class Components:
     validity_tool: StructuredTool
     strategy: SearchStrategy
     coordinator: Coordinator
-    store: TrialStore
+    store: BaseTrialStore
     history: RunHistory
     legal_count: int | None
     objective: Objective
@@ -52,21 +56,14 @@ def resolve_space(config: RunConfig) -> SearchSpace:
 def check_config(config: RunConfig, table_path: str | None) -> tuple[SearchSpace, Evaluator, ValidityChecker, SearchStrategy, int | None]:
     """Validate a configuration; raises UserError naming the first problem."""
     space = resolve_space(config)
-    evaluator = make_evaluator(
-        config.evaluator,
-        space,
-        dataset=config.dataset,
-        table_path=table_path,
-        metric=config.metric,
-        mode=config.mode,
-    )
+    evaluator = evaluator_spec(config, space, table_path).build()
     known = set(evaluator.resource_names) | space.cost_names
     constraints = parse_constraints([*space.default_constraints, *config.constraints], known)
     checker = ValidityChecker(space, constraints, evaluator.resources)
     strategy = make_strategy(config.strategy)
     fallback = make_strategy(config.fallback)
-    if fallback.uses_llm:
-        raise UserError(f"fallback strategy '{config.fallback}' needs an LLM; pick random, rea or local")
+    if fallback.needs_llm:
+        raise UserError(f"fallback strategy '{config.fallback}' needs an LLM; pick one of {', '.join(FALLBACKS)}")
     if strategy.needs_llm and config.llm == "none":
         strategy = fallback  # no LLM available: the run is the LLM-free strategy (the CLI says so)
     if config.patience is not None and config.patience < 1:
@@ -84,15 +81,45 @@ def check_config(config: RunConfig, table_path: str | None) -> tuple[SearchSpace
     return space, evaluator, checker, strategy, legal
 
 
+def evaluator_spec(config: RunConfig, space: SearchSpace, table_path: str | None) -> EvaluatorSpec:
+    """How the run's evaluator is built (``make_evaluator``'s arguments), here and in every worker."""
+    if table_path is not None:
+        table_path = str(Path(table_path).expanduser().resolve())  # workers may run elsewhere (Ray)
+    return EvaluatorSpec(
+        kind=config.evaluator,
+        space=space,
+        seed=config.seed,
+        options=dict(dataset=config.dataset, table_path=table_path, metric=config.metric, mode=config.mode,
+                     train_options=dict(config.train_options)),
+    )
+
+
+def spool_dir(db_path: str, run_id: str) -> Path:
+    """Where workers keep finished results until the search has stored them (always on this machine).
+
+    ``db_path`` is the store locator: beside a SQLite file; for a PostgreSQL
+    store, in the user's cache folder, one folder per database.
+    """
+    if is_postgres(db_path):
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        database = hashlib.sha256(mask_url(db_path).encode()).hexdigest()[:12]
+        return cache / "collm-nas" / "spool" / database / run_id
+    return Path(db_path).parent / "spool" / run_id
+
+
 @lru_cache(maxsize=8)
-def open_store(db_path: str) -> TrialStore:
-    return TrialStore(db_path)
+def open_store(db_path: str) -> BaseTrialStore:
+    """The (cached) trial store of a locator: a SQLite file path or a postgres:// URL."""
+    return open_trial_store(db_path)
 
 
 @lru_cache(maxsize=16)
 def _components(db_path: str, run_id: str, config_json: str, table_path: str | None) -> Components:
     config = RunConfig.model_validate_json(config_json)
     space, evaluator, checker, strategy, legal = check_config(config, table_path)
+    # Batches run serially, on worker processes or on Ray; the results are the same (see evaluators/parallel.py).
+    evaluator = ParallelEvaluator(evaluator_spec(config, space, table_path), config.backend, config.workers,
+                                  inner=evaluator, spool_dir=spool_dir(db_path, run_id))
     store = open_store(db_path)
     validity_tool = make_validity_tool(checker)
     coordinator = Coordinator(
@@ -137,7 +164,7 @@ def _dataset_of_column(column: str) -> str | None:
 
 
 def load_prior(config: RunConfig, run_id: str, evaluator: Evaluator, checker: ValidityChecker,
-               store: TrialStore) -> list[tuple[str, list[str], list[float]]]:
+               store: BaseTrialStore) -> list[tuple[str, list[str], list[float]]]:
     """Warm-start data from other runs or other datasets' table columns; never the target's own results."""
     target = _dataset_of_column(evaluator.searched_metric)
     out = []
@@ -170,7 +197,10 @@ def load_prior(config: RunConfig, run_id: str, evaluator: Evaluator, checker: Va
 def components_for(
     db_path: str, run_id: str, config: RunConfig | dict, table_path: str | None = None
 ) -> Components:
-    """The (cached) components of a run; the history is refreshed from the store."""
+    """The (cached) components of a run; the history is refreshed from the store.
+
+    ``db_path`` is the store locator: a SQLite file path or a postgres:// URL.
+    """
     cfg = config if isinstance(config, RunConfig) else RunConfig.model_validate(config)
     key = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
     comps = _components(str(db_path), run_id, key, table_path)

@@ -2,9 +2,10 @@
 
 One round::
 
-    navigator -> generator -> coordinator -> evaluate -> record --(continue)--> navigator
-                     ^            |   |                    |
-                     +-(correct)--+   +--(nothing new)-----+--(stop)--> finish -> END
+    navigator -> generator -> coordinator -> approve -> evaluate -> record --(continue)--> navigator
+                     ^            |   |          |                      |
+                     +-(correct)--+   |          +--(rejected)--> navigator
+                                      +--(nothing new)------------------+--(stop)--> finish -> END
 
 * ``navigator``   the strategy's Navigator writes the round's Strategy;
 * ``generator``   its Generator proposes candidate NCodes;
@@ -13,6 +14,10 @@ One round::
                   back to the generator once with what was wrong, then the
                   batch is topped up to the round's quota by the LLM-free
                   fallback;
+* ``approve``     when the run asks for approval (every round, or over a cost
+                  threshold), pauses with ``interrupt()`` showing the batch;
+                  the reply approves, edits or rejects it (a rejection's
+                  comment reaches the next round's Navigator);
 * ``evaluate``    evaluates what the trial store does not hold yet and records
                   each result the moment it arrives (so a crash loses nothing
                   and a re-run evaluates nothing twice);
@@ -23,13 +28,17 @@ One round::
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+from langgraph.types import interrupt
 
 from collm_nas.agents import Generator, RoundContext, Screening, Strategy
+from collm_nas.errors import UserError
+from collm_nas.graphs.approval import apply_edit, estimate_costs, needs_approval, parse_reply, pause_payload
 from collm_nas.graphs.components import Components, components_for
 from collm_nas.graphs.state import SearchContext, SearchState
 from collm_nas.graphs.store import FINISHED
@@ -37,6 +46,7 @@ from collm_nas.graphs.store import FINISHED
 NAVIGATOR = "navigator"
 GENERATOR = "generator"
 COORDINATOR = "coordinator"
+APPROVE = "approve"
 EVALUATE = "evaluate"
 RECORD = "record"
 FINISH = "finish"
@@ -86,6 +96,7 @@ def navigator(state: SearchState, runtime: Runtime[SearchContext]) -> dict[str, 
     c = _components(state, runtime)
     round_no = state.get("round", 0) + 1
     ctx = _round_context(c, state, round_no, runtime)
+    ctx.human_comment = state.get("human_comment")  # a person's reason for rejecting the last batch
     strategy = c.strategy.navigator.navigate(ctx)
     _warn(ctx)
     return {
@@ -98,6 +109,7 @@ def navigator(state: SearchState, runtime: Runtime[SearchContext]) -> dict[str, 
         "feedback": None,
         "llm_calls": ctx.calls,
         "round_started": started,
+        "human_comment": None,
     }
 
 
@@ -143,6 +155,51 @@ def coordinator(state: SearchState, runtime: Runtime[SearchContext]) -> dict[str
     return update
 
 
+def approve(state: SearchState, runtime: Runtime[SearchContext]) -> dict[str, Any]:
+    """Pause for a person's approval of the batch when the run asks for it.
+
+    Everything before ``interrupt()`` is read-only: LangGraph re-runs this node
+    from its start on resume, replaying earlier answers in order.
+    """
+    c = _components(state, runtime)
+    batch = list(state.get("batch") or [])
+    estimate = estimate_costs(batch, c.evaluator, c.history.trials())
+    reason = needs_approval(c.config.approval, c.config.approval_threshold_s, estimate)
+    if reason is None:
+        return {}
+    evaluated = len(c.history)
+    error = None
+    while True:
+        payload = pause_payload(run_id=c.run_id, round_no=state["round"], batch=batch, space=c.space,
+                                checker=c.checker, strategy=state.get("strategy"), estimate=estimate,
+                                budget=c.config.budget, evaluated=evaluated, reason=reason, error=error)
+        raw = interrupt(payload)
+        try:
+            reply = parse_reply(raw)
+            if reply.action == "edit":
+                edited = apply_edit(batch, reply, checker=c.checker, evaluated=c.history,
+                                    budget_left=c.config.budget - evaluated)
+            break
+        except UserError as e:  # the pause stays open, showing what was wrong
+            error = str(e)
+    figures = dict(state.get("screening") or {})
+    figures["human"] = reply.to_dict()
+    if reply.action == "reject":
+        # Nothing is evaluated; the round is kept with the person's comment, and a new round begins.
+        c.store.add_round(c.run_id, state["round"], {**figures, "evaluated": 0, "failed": 0,
+                                                     "total_evaluated": evaluated, "rejected": True,
+                                                     "strategy": (state.get("strategy") or {}).get("summary")})
+        return {"batch": [], "screening": figures, "human_comment": reply.comment or "(no comment given)"}
+    if reply.action == "edit":
+        figures["human"]["batch"] = edited
+        return {"batch": edited, "screening": figures}
+    return {"screening": figures}
+
+
+def _after_approve(state: SearchState) -> str:
+    return EVALUATE if state.get("batch") else NAVIGATOR
+
+
 def _takes_feedback(c: Components) -> bool:
     generator_type = type(c.strategy.generator)
     return generator_type.revise is not Generator.revise
@@ -154,9 +211,12 @@ def evaluate(state: SearchState, runtime: Runtime[SearchContext]) -> dict[str, A
     done = c.store.recorded(c.run_id, batch)
     todo = [code for code in batch if code not in done]
     searched = c.evaluator.searched_metric
+    write = get_stream_writer()
     for result in c.evaluator.iter_evaluate(todo):
         value = result.metrics.get(searched) if result.status == "ok" else None
         c.store.add_trial(c.run_id, result, state["round"], value)
+        write({"event": "evaluation", "run_id": c.run_id, "round": state["round"], "ncode": result.ncode,
+               "status": result.status, "value": value, "error": result.error})
     c.history.refresh()
     return {"evaluated": len(c.history)}
 
@@ -185,6 +245,8 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict[str, Any
     }
     if c.strategy.uses_llm and c.config.llm != "none":
         figures["llm"] = llm_figures(state.get("llm_calls") or [])
+        # A round the strategy meant to run without the LLM (e.g. initial random trials) is no fallback.
+        figures["llm_planned"] = ((state.get("strategy") or {}).get("plan") or {}).get("llm") != "not needed"
     c.store.add_round(c.run_id, round_no, figures)
     c.store.update_summary(c.run_id, best.ncode if best else None, best.value if best else None)
     stale = round_no - best.round if best is not None else round_no
@@ -239,7 +301,7 @@ def finish(state: SearchState, runtime: Runtime[SearchContext]) -> dict[str, Any
 def _after_coordinator(state: SearchState) -> str:
     if state.get("feedback"):
         return GENERATOR
-    return EVALUATE if state.get("batch") else FINISH
+    return APPROVE if state.get("batch") else FINISH
 
 
 def _after_record(state: SearchState) -> str:
@@ -249,17 +311,32 @@ def _after_record(state: SearchState) -> str:
 def build_graph(checkpointer: Any = None):
     """The compiled search graph (pass a checkpointer to make runs resumable)."""
     g = StateGraph(SearchState, context_schema=SearchContext)
-    g.add_node(NAVIGATOR, navigator)
-    g.add_node(GENERATOR, generator)
-    g.add_node(COORDINATOR, coordinator)
-    g.add_node(EVALUATE, evaluate)
-    g.add_node(RECORD, record)
-    g.add_node(FINISH, finish)
+    add_search_loop(g)
     g.add_edge(START, NAVIGATOR)
+    return g.compile(checkpointer=checkpointer, name="collm-nas-search")
+
+
+def add_search_loop(g: StateGraph, wrap: Callable[[str, Callable[..., Any]], Callable[..., Any]] | None = None,
+                    ) -> None:
+    """Add the round's nodes and edges to ``g``; its entry (an edge into NAVIGATOR) is the caller's.
+
+    ``wrap(name, node)`` may replace each node by a wrapper (the LangGraph server's graph in
+    ``collm_nas.graphs.studio`` gives the nodes their runtime context that way).
+    """
+    def node(name: str, fn: Callable[..., Any]) -> None:
+        g.add_node(name, wrap(name, fn) if wrap is not None else fn)
+
+    node(NAVIGATOR, navigator)
+    node(GENERATOR, generator)
+    node(COORDINATOR, coordinator)
+    node(APPROVE, approve)
+    node(EVALUATE, evaluate)
+    node(RECORD, record)
+    node(FINISH, finish)
     g.add_edge(NAVIGATOR, GENERATOR)
     g.add_edge(GENERATOR, COORDINATOR)
-    g.add_conditional_edges(COORDINATOR, _after_coordinator, [GENERATOR, EVALUATE, FINISH])
+    g.add_conditional_edges(COORDINATOR, _after_coordinator, [GENERATOR, APPROVE, FINISH])
+    g.add_conditional_edges(APPROVE, _after_approve, [EVALUATE, NAVIGATOR])
     g.add_edge(EVALUATE, RECORD)
     g.add_conditional_edges(RECORD, _after_record, [NAVIGATOR, FINISH])
     g.add_edge(FINISH, END)
-    return g.compile(checkpointer=checkpointer, name="collm-nas-search")

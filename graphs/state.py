@@ -22,8 +22,15 @@ class RunConfig(BaseModel):
     space_definition: dict[str, Any] | None = Field(
         None, description="snapshot of a user space file, so a resumed run sees the same space"
     )
-    evaluator: str = Field("table", description="'table' (NAS-Bench-201 results) or module.path:function")
-    dataset: str | None = Field("cifar10", description="cifar10, cifar100 or imagenet16 (table evaluator)")
+    evaluator: str = Field("table", description="'table' (NAS-Bench-201 results), 'train' (real training), "
+                           "'supernet' (weights inherited from a supernet), 'proxy' (zero-cost proxies) "
+                           "or module.path:function")
+    dataset: str | None = Field("cifar10", description="cifar10, cifar100 or imagenet16 (table evaluator); "
+                                "digits, cifar10, cifar100, torchvision:NAME or imagefolder:PATH (train)")
+    train_options: dict[str, Any] = Field(
+        default_factory=dict, description="settings of the train, supernet or proxy evaluator (epochs, lr, "
+        "channels, data_dir, ...)"
+    )
     strategy: str = Field("rea", description="random, rea, local or collm")
     budget: int = Field(100, description="number of architectures to evaluate")
     seed: int = 0
@@ -45,6 +52,23 @@ class RunConfig(BaseModel):
         default_factory=list,
         description="warm start for the learned ranker: other runs' ids, or table:COLUMN of another dataset",
     )
+    parent: dict[str, Any] | None = Field(
+        None, description="the run and round this run was forked from (collm-nas fork)"
+    )
+    approval: Literal["never", "every_round", "over_cost"] = Field(
+        "never", description="when a person approves a batch before it is evaluated: never, every round, or "
+        "when the batch's estimated cost exceeds approval_threshold_s"
+    )
+    approval_threshold_s: float | None = Field(
+        None, description="estimated evaluation seconds of a batch above which approval is asked (over_cost)"
+    )
+    backend: str = Field(
+        "serial", description="where a batch is evaluated: serial (this process), process (a pool of worker "
+        "processes, one GPU each where there are GPUs) or ray (Ray tasks); results are the same on all"
+    )
+    workers: int | None = Field(
+        None, description="concurrent evaluations for process and ray (default: one per GPU, else per CPU core)"
+    )
 
 
 class SearchState(TypedDict, total=False):
@@ -62,13 +86,14 @@ class SearchState(TypedDict, total=False):
     llm_calls: list[dict[str, Any]]  # figures of this round's LLM calls (tokens, latency, mode)
     round_started: float
     stop_reason: str | None
+    human_comment: str | None  # why a person rejected the last batch (for the next round's Navigator)
 
 
 @dataclass
 class SearchContext:
     """Runtime context: machine-specific places, not part of a run's identity."""
 
-    db_path: str  # the SQLite file holding the trial store
+    db_path: str  # the store locator: the SQLite file, or a postgres:// URL (never put into state or logs)
     table_path: str | None = None  # nb201.csv.gz for the table evaluator
     llm: Any = None  # LLMRoles: the chat clients of this process (endpoints and keys stay out of state)
 

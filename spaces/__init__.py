@@ -2,10 +2,11 @@
 
 from collm_nas.spaces.constraints import Constraint, parse_constraint, parse_constraints
 from collm_nas.spaces.loader import load_space_file, space_from_dict
+from collm_nas.spaces.mbv3 import mbv3_space
 from collm_nas.spaces.nb201 import NB201Space
 from collm_nas.spaces.space import Decision, Problem, SearchSpace
 
-BUILTIN_SPACES = {"nb201": NB201Space}
+BUILTIN_SPACES = {"nb201": NB201Space, "mbv3": mbv3_space}
 
 
 def get_space(spec: str) -> SearchSpace:
@@ -30,6 +31,7 @@ __all__ = [
     "SearchSpace",
     "get_space",
     "load_space_file",
+    "mbv3_space",
     "parse_constraint",
     "parse_constraints",
     "space_from_dict",

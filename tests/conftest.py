@@ -26,3 +26,28 @@ def table_path() -> str:
 def nb201_evaluator(table_path: str) -> NB201TableEvaluator:
     """The table evaluator for CIFAR-10 (searches cifar10_valid, reports cifar10_test)."""
     return NB201TableEvaluator(table_path, dataset="cifar10")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server (tests/pg_server.py) for the whole session.
+
+    Skipped with the reason when no server can be started here; with
+    COLLM_NAS_REQUIRE_POSTGRES=1 (CI) that fails instead.
+    """
+    from pg_server import Unavailable, start_server
+
+    try:
+        server = start_server()
+    except Unavailable as e:
+        if os.environ.get("COLLM_NAS_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"COLLM_NAS_REQUIRE_POSTGRES=1 but no PostgreSQL server could be started: {e}")
+        pytest.skip(f"no PostgreSQL server: {e}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty database on the session's server: its postgresql:// URL (with a password)."""
+    return postgres_server.new_database()

@@ -286,7 +286,8 @@ def test_401_is_a_one_line_error_and_the_run_stays_resumable(tmp_path, table_pat
     assert json.loads(resumed.stdout)["evaluations"] == 10
 
 
-def test_sigkill_during_an_llm_call_then_resume_loses_and_repeats_nothing(tmp_path, table_path):
+@pytest.mark.parametrize("strategy", ["collm", "hybrid"])
+def test_sigkill_during_an_llm_call_then_resume_loses_and_repeats_nothing(tmp_path, table_path, strategy):
     script = Script(fresh_codes(7))
     state = {"hang": False}
 
@@ -299,7 +300,7 @@ def test_sigkill_during_an_llm_call_then_resume_loses_and_repeats_nothing(tmp_pa
     db = tmp_path / "runs" / "collm-nas.db"
     with FakeOpenAIServer(default=Reply.dynamic(answer)) as server:
         env = _env(tmp_path, table_path, server)
-        args = ["search", "--strategy", "collm", "--llm", "endpoint", "--budget", "20", "--batch-size", "4",
+        args = ["search", "--strategy", strategy, "--llm", "endpoint", "--budget", "20", "--batch-size", "4",
                 "--run-id", "k", "--json"]
         proc = subprocess.Popen([sys.executable, "-m", "collm_nas.cli", *args], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -32,6 +32,12 @@ def _trials(db: Path, run_id: str) -> dict[str, tuple]:
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
+def _codes_in_order(db: Path, run_id: str) -> list[str]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT ncode FROM trials WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+    return [r[0] for r in rows]
+
+
 def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "collm_nas.cli", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -51,15 +57,15 @@ def _wait_for_trials(db: Path, run_id: str, at_least: int, proc: subprocess.Pope
     raise AssertionError("search made no progress")
 
 
-@pytest.mark.parametrize("strategy,batch", [("rea", "1"), ("local", "1"), ("random", "7")])
+@pytest.mark.parametrize("strategy,batch", [("rea", "1"), ("local", "1"), ("random", "7"), ("lmsearcher", "3")])
 def test_sigkill_then_resume_ends_with_exactly_budget_trials(tmp_path: Path, table_path: str,
                                                              strategy: str, batch: str) -> None:
-    budget = 120
+    budget = 60 if strategy == "lmsearcher" else 120  # the learned ranker refits every round
     log = tmp_path / "evaluations.log"
     env = _env(tmp_path, table_path, E2E_EVAL_LOG=str(log), E2E_EVAL_SLEEP="0.01")
     db = tmp_path / "runs" / "collm-nas.db"
     args = ["search", "--evaluator", "e2e_evaluator:score", "--strategy", strategy, "--budget", str(budget),
-            "--batch-size", batch, "--seed", "5", "--run-id", "victim", "--json"]
+            "--batch-size", batch, "--seed", "5", "--llm", "none", "--run-id", "victim", "--json"]
     proc = _start(args, env)
     _wait_for_trials(db, "victim", 30, proc)
     proc.send_signal(signal.SIGKILL)
@@ -82,6 +88,11 @@ def test_sigkill_then_resume_ends_with_exactly_budget_trials(tmp_path: Path, tab
     assert len(set(calls)) == budget
     # Only an evaluation in flight at the moment of the kill may run again.
     assert len(calls) <= budget + 1
+    # The resumed run is the run that was never killed: same codes, same order.
+    whole = subprocess.run([sys.executable, "-m", "collm_nas.cli", *args[:-3], "--run-id", "whole", "--json"],
+                           env=_env(tmp_path, table_path), capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    assert _codes_in_order(db, "whole") == _codes_in_order(db, "victim")
 
 
 def test_ctrl_c_marks_run_interrupted_and_resume_finishes(tmp_path: Path, table_path: str) -> None:

@@ -1,0 +1,75 @@
+"""Hybrid search: the CoLLM-NAS Generator proposes many, a ranker picks what is evaluated.
+
+The Navigator is CoLLM-NAS's (a strategy written from the history). The
+Generator is asked for several times more candidates than the round may
+evaluate; the learned ranker (fitted on the run's trials, warm-started from a
+prior when one is given) orders the legal, unseen ones, and the Coordinator
+takes the best of them up to the round's quota. So evaluations are spent only
+on the candidates the ranker rates highest among what the LLM proposed.
+
+What the ranker leaves out is counted as "ranked out" in the round figures;
+illegal and repeated proposals are handed on unranked, so the Coordinator
+counts them exactly as it does for CoLLM-NAS. A short pool goes through the
+same corrective follow-up and fallback top-up as CoLLM-NAS.
+"""
+
+from __future__ import annotations
+
+from collm_nas.agents.collm import LLMGenerator, LLMNavigator
+from collm_nas.agents.lmsearcher import learned_ranking
+from collm_nas.agents.roles import Feedback, RoundContext, SearchStrategy, Strategy
+from collm_nas.tools.pools import proposal_pool
+
+# Candidates asked of the Generator per architecture the round evaluates.
+OVERSAMPLE = 4
+# Most candidates asked in one call (keeps answers short for small models).
+MAX_ASK = 24
+
+
+class RankedProposalGenerator(LLMGenerator):
+    """Asks the LLM for ``oversample`` times the quota and returns the proposals ranked."""
+
+    def __init__(self, oversample: int = OVERSAMPLE, max_ask: int = MAX_ASK, acquisition: str = "ei") -> None:
+        if oversample < 1 or max_ask < 1:
+            raise ValueError("oversample and max_ask must be at least 1")
+        self.oversample = oversample
+        self.max_ask = max_ask
+        self.acquisition = acquisition
+
+    def _asked(self, n: int) -> int:
+        return max(n, min(n * self.oversample, self.max_ask))
+
+    def generate(self, strategy: Strategy, n: int, ctx: RoundContext) -> list[str]:
+        return self.ranked(super().generate(strategy, self._asked(n), ctx), ctx)
+
+    def revise(self, strategy: Strategy, n: int, ctx: RoundContext, feedback: Feedback) -> list[str] | None:
+        codes = super().revise(strategy, self._asked(n), ctx, feedback)
+        return None if codes is None else self.ranked(codes, ctx)
+
+    def ranked(self, proposals: list[str], ctx: RoundContext) -> list[str]:
+        """Legal unseen proposals best first, then the rest (illegal or repeated) as they came."""
+        seen = {t.ncode for t in ctx.history.trials()}
+        pool = proposal_pool(proposals, ctx.is_legal, exclude=seen)
+        pooled, rest = set(pool), []
+        for code in proposals:
+            key = code.strip() if isinstance(code, str) else code
+            if key in pooled:
+                pooled.discard(key)  # the first copy is in the pool; a repeat goes to the Coordinator
+            else:
+                rest.append(code)
+        if ctx.calls:
+            ctx.calls[-1]["ranked_pool"] = len(pool)
+        return learned_ranking(ctx, pool, self.acquisition) + rest
+
+
+def hybrid_search(batch_size: int = 5) -> SearchStrategy:
+    return SearchStrategy(
+        "hybrid",
+        LLMNavigator(),
+        RankedProposalGenerator(),
+        batch_size,
+        "Hybrid: the CoLLM-NAS Navigator and Generator propose several candidates per slot, "
+        "the learned ranker picks which are evaluated",
+        llm_roles=("navigator", "generator"),
+        needs_llm=True,
+    )
