@@ -85,7 +85,8 @@ class SearchRequest(BaseModel):
     space: Annotated[str, _ONCE] = Field(
         "nb201", description="search space: nb201, mbv3, or the path of a .yaml/.json space file on the server")
     evaluator: Annotated[str, _ONCE] = Field(
-        "table", description="table (NAS-Bench-201 results), train (real training) or module.path:function")
+        "table", description="table (NAS-Bench-201 results), train (real training), supernet (weights inherited "
+        "from a supernet), proxy (zero-cost proxies) or module.path:function")
     dataset: Annotated[str | None, _ONCE] = Field(
         None, description="table: cifar10 (default), cifar100, imagenet16; "
         "train: digits (default), cifar10, cifar100, torchvision:NAME, imagefolder:PATH")

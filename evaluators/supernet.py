@@ -1,0 +1,596 @@
+"""Two-stage evaluation with a weight-sharing supernet (``--evaluator supernet``), as CoLLM-NAS does it.
+
+Stage one trains one NAS-Bench-201 *supernet* — the cell network in which
+every edge holds all five operations — with single-path one-shot training
+(SPOS, Guo et al. 2020): each step samples one legal architecture uniformly
+(one operation per edge, the same cell in every position, as in the
+benchmark) and trains only that path on the minibatch. Stage two evaluates a
+candidate without training it: its stand-alone :class:`NB201Network` is
+built and *inherits* the supernet's weights (stem, reduction blocks, head,
+classifier, and on every edge the weights of the chosen operation), its
+BatchNorm statistics are recalibrated on a few training batches (the
+supernet's running statistics mix every path, so they fit none), and its
+validation accuracy is measured.
+
+The supernet is trained once per (data set, training settings, seed) and kept
+in a cache file (by default ``RUNS_DIR/supernets/``; the ``cache_dir`` option
+names another folder), so every trial of a search, a resumed search and
+other searches with the same settings reuse it. Training it is the cost of
+the first evaluation that needs it: that trial's cost holds
+``supernet_train_s``. Processes that need the same supernet at once (the
+process backend's workers) wait on a file lock while one of them trains it.
+
+Training and evaluation use the trainer's device and seed handling: CUDA when
+present, with the data on the GPU, bf16 autocast and channels-last layout;
+on the CPU everything is seeded and deterministic.
+
+    from collm_nas.evaluators.supernet import SupernetConfig, SupernetEvaluator
+    ev = SupernetEvaluator(get_space("nb201"), "digits", options={"epochs": 30})
+    ev.evaluate(["333132", "101300"])   # the first call trains (or loads) the supernet
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+import time
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from collm_nas.errors import UserError
+from collm_nas.evaluators.base import Evaluator, TrialResult
+from collm_nas.evaluators.datasets import (
+    ImageDataset,
+    check_dataset_available,
+    check_dataset_name,
+    dataset_label,
+    load_dataset,
+)
+from collm_nas.evaluators.proxies import _config_from_options
+from collm_nas.evaluators.trainer import TrainingFailed, _accuracy, _augment, _training_context, resolve_device
+from collm_nas.models import NB201Network, count_flops, count_parameters, measure_latency
+from collm_nas.models.nb201_net import NB201Cell, ResNetReduction, make_nb201_op
+from collm_nas.settings import load_settings
+from collm_nas.spaces.nb201 import EDGES, OPERATIONS, NB201Space, reaches_output
+
+__all__ = [
+    "SUPERNET_METRICS",
+    "NB201Supernet",
+    "SupernetConfig",
+    "SupernetEvaluator",
+    "SupernetInfo",
+    "calibration_batches",
+    "evaluate_inherited",
+    "inherit",
+    "load_or_train_supernet",
+    "recalibrate_bn",
+    "sample_path",
+    "supernet_cache_path",
+    "train_supernet",
+]
+
+SUPERNET_METRICS = ("valid_acc", "test_acc", "params", "flops", "latency_ms")
+_FORMAT = 1  # bump when the file layout or the training procedure changes: old caches are not reused
+# The settings that define a trained supernet (with the data set): its cache key.
+_TRAINING_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "augment", "image_size",
+                    "channels", "cells")
+
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    """How the supernet is trained and candidates are evaluated with its weights.
+
+    The defaults train a supernet of the trainer's default network (C=8, N=1)
+    on 16x16 digits for 30 epochs, 15-60 s on a shared two-core machine; each
+    candidate then costs about 0.2 s.
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0  # weights, path sampling, shuffling and the calibration batches
+    device: str = "auto"
+    threads: int = 0  # 0: OMP_NUM_THREADS, else half the cores
+    augment: str = "auto"  # auto (the data set's default), yes, no
+    image_size: int = 0  # 0: the data set's
+    channels: int = 8
+    cells: int = 1
+    calib_batches: int = 8  # training batches that recalibrate BatchNorm for each candidate
+    calib_batch_size: int = 64
+    eval_batch_size: int = 1024
+    latency_repeats: int = 5  # 0: do not time the inherited network
+    amp: bool = True  # bf16 autocast on CUDA
+    channels_last: bool = True  # on CUDA
+    check_every: int = 25  # steps between NaN checks on CUDA (every step on the CPU)
+    cache_dir: str = ""  # '': RUNS_DIR/supernets
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "channels", "cells", "calib_batches", "calib_batch_size",
+                     "eval_batch_size", "check_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"supernet option {name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "momentum", "weight_decay", "threads", "image_size", "latency_repeats"):
+            if not getattr(self, name) >= 0:
+                raise UserError(f"supernet option {name} must not be negative, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise UserError(f"supernet option seed must be a seed >= 0, got {self.seed}")
+        if self.augment not in ("auto", "yes", "no"):
+            raise UserError(f"supernet option augment must be auto, yes or no, got '{self.augment}'")
+        if self.image_size and self.image_size < 4:
+            raise UserError(f"supernet option image_size must be at least 4 pixels, got {self.image_size}")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None) -> SupernetConfig:
+        return _config_from_options(cls, options, "supernet")
+
+    def training_settings(self) -> dict[str, Any]:
+        """The settings that define the trained weights (part of the cache key)."""
+        return {name: getattr(self, name) for name in _TRAINING_FIELDS}
+
+
+# ------------------------------------------------------------------- the model
+class MixedEdge(nn.Module):
+    """One cell edge holding all five operations; a forward runs the one chosen."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.candidates = nn.ModuleList(make_nb201_op(op, channels) for op in OPERATIONS)
+
+    def forward(self, x: torch.Tensor, op: int) -> torch.Tensor:
+        return self.candidates[op](x)
+
+
+class SupernetCell(nn.Module):
+    """A NAS-Bench-201 cell whose edges are :class:`MixedEdge`; summed like :class:`NB201Cell`."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.edges = nn.ModuleList(MixedEdge(channels) for _ in EDGES)
+
+    def forward(self, x: torch.Tensor, ops: Sequence[int]) -> torch.Tensor:
+        nodes = [x]
+        for dst in (1, 2, 3):
+            total = None
+            for k, (d, src) in enumerate(EDGES):
+                if d != dst or ops[k] == 0:  # 'none' adds zeros
+                    continue
+                out = self.edges[k](nodes[src], ops[k])
+                total = out if total is None else total + out
+            nodes.append(total if total is not None else torch.zeros_like(x))
+        return nodes[3]
+
+
+class NB201Supernet(nn.Module):
+    """The NAS-Bench-201 network with every operation on every edge (weight sharing).
+
+    Same layout and module names as :class:`NB201Network` except that each cell
+    edge ``cells.i.edges.k`` holds ``candidates.0..4`` (the five operations in
+    NCode order), so :func:`inherit` maps weights by name. ``forward(x, code)``
+    runs the single path of one NCode.
+    """
+
+    def __init__(self, *, channels: int = 8, cells_per_stage: int = 1, num_classes: int = 10,
+                 in_channels: int = 3) -> None:
+        super().__init__()
+        self.channels = channels
+        self.cells_per_stage = cells_per_stage
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(channels))
+        layers: list[nn.Module] = []
+        c = channels
+        for stage in range(3):
+            if stage > 0:
+                layers.append(ResNetReduction(c, 2 * c))
+                c *= 2
+            layers.extend(SupernetCell(c) for _ in range(cells_per_stage))
+        self.cells = nn.ModuleList(layers)
+        self.head = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=False))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor, code: str | Sequence[int]) -> torch.Tensor:
+        ops = [int(c) for c in code]
+        x = self.stem(x)
+        for layer in self.cells:
+            x = layer(x, ops) if isinstance(layer, SupernetCell) else layer(x)
+        x = self.pool(self.head(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def sample_path(rng: random.Random) -> str:
+    """A uniformly random legal NCode (one operation per edge; degenerate cells drawn again)."""
+    while True:
+        code = "".join(str(rng.randrange(len(OPERATIONS))) for _ in EDGES)
+        if reaches_output(code):
+            return code
+
+
+def inherit(supernet: NB201Supernet, code: str) -> NB201Network:
+    """The stand-alone network of ``code`` with the supernet's weights (copies; BN statistics included)."""
+    net = NB201Network(code, channels=supernet.channels, cells_per_stage=supernet.cells_per_stage,
+                       num_classes=supernet.num_classes, in_channels=supernet.in_channels)
+    ops = [OPERATIONS.index(op) for op in net.ops]
+    source = supernet.state_dict()
+    state = {}
+    for key in net.state_dict():
+        parts = key.split(".")
+        if parts[0] == "cells" and isinstance(net.cells[int(parts[1])], NB201Cell) and parts[2] == "edges":
+            k = int(parts[3])
+            key_in_supernet = ".".join([*parts[:4], "candidates", str(ops[k]), *parts[4:]])
+        else:
+            key_in_supernet = key
+        state[key] = source[key_in_supernet].detach().clone()
+    net.load_state_dict(state, strict=True)
+    return net.to(next(supernet.parameters()).device)
+
+
+def recalibrate_bn(model: nn.Module, batches: Sequence[torch.Tensor], *, autocast=None,
+                   channels_last: bool = False) -> None:
+    """Replace every BatchNorm's running statistics by the exact mean and variance over ``batches``.
+
+    Statistics are reset and accumulated as a cumulative average (momentum None)
+    in training mode without gradients; the model is left in evaluation mode.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        with torch.no_grad(), autocast or nullcontext():
+            for xb in batches:
+                if channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                model(xb)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+
+
+def calibration_batches(data: ImageDataset, config: SupernetConfig) -> list[torch.Tensor]:
+    """The fixed training batches every candidate recalibrates on (seeded; the same for all)."""
+    n = len(data.train_y)
+    size = min(config.calib_batch_size, n)
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    perm = torch.randperm(n, generator=generator).to(data.device)
+    count = min(config.calib_batches, max(1, n // size))
+    return [data.train_x.index_select(0, perm[i * size:(i + 1) * size]) for i in range(count)]
+
+
+# -------------------------------------------------------------------- training
+@dataclass
+class SupernetInfo:
+    """How a supernet came to be: trained now, or loaded from its cache file."""
+
+    path: str | None
+    trained: bool
+    train_s: float = 0.0  # seconds of training (when trained, now or when the cache file was made)
+    load_s: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _autocast(device: torch.device, config: SupernetConfig):
+    return (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" and config.amp
+            else nullcontext())
+
+
+def train_supernet(data: ImageDataset, config: SupernetConfig = SupernetConfig(), *,
+                   device: torch.device | None = None) -> tuple[NB201Supernet, dict[str, Any]]:
+    """SPOS training: every step one uniformly sampled legal path on one minibatch.
+
+    SGD with Nesterov momentum, cosine learning rate per step, weight decay;
+    random crops and flips where the data set asks for them. Returns the
+    supernet and its training figures. Raises a UserError when the loss
+    becomes NaN or infinite.
+    """
+    device = device or resolve_device(config.device)
+    cuda = device.type == "cuda"
+    channels_last = cuda and config.channels_last
+    with _training_context(config, device, config.seed):
+        model = NB201Supernet(channels=config.channels, cells_per_stage=config.cells,
+                              num_classes=data.num_classes, in_channels=data.channels).to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        data = data.to(device)
+        autocast = _autocast(device, config)
+        augment = data.augment if config.augment == "auto" else config.augment == "yes"
+        pad = max(1, data.input_shape[-1] // 8)
+        n = len(data.train_y)
+        batch = min(config.batch_size, n)
+        steps_per_epoch = n // batch
+        total_steps = config.epochs * steps_per_epoch
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+        loss_fn = nn.CrossEntropyLoss()
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+        paths = random.Random(config.seed)
+        check_every = config.check_every if cuda else 1
+        started, cpu_started = time.perf_counter(), time.process_time()
+        epoch_loss = torch.zeros((), device=device)
+        epoch_correct = torch.zeros((), dtype=torch.long, device=device)
+        model.train()
+        step = 0
+        for epoch in range(config.epochs):
+            perm = torch.randperm(n, device=device, generator=generator)
+            epoch_loss.zero_()
+            epoch_correct.zero_()
+            for i in range(steps_per_epoch):
+                idx = perm[i * batch:(i + 1) * batch]
+                xb = data.train_x.index_select(0, idx)
+                yb = data.train_y.index_select(0, idx)
+                if augment:
+                    xb = _augment(xb, generator, pad)
+                if channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                for group in optimizer.param_groups:
+                    group["lr"] = 0.5 * config.lr * (1.0 + math.cos(math.pi * step / total_steps))
+                with autocast:
+                    logits = model(xb, sample_path(paths))
+                loss = loss_fn(logits.float(), yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                epoch_loss += loss.detach()
+                epoch_correct += (logits.detach().argmax(1) == yb).sum()
+                if (step % check_every == 0 or i == steps_per_epoch - 1) and not bool(torch.isfinite(epoch_loss)):
+                    raise UserError(f"supernet training diverged: the loss became NaN or infinite at epoch "
+                                    f"{epoch + 1} (lr {config.lr:g}); lower the supernet option lr")
+        if cuda:
+            torch.cuda.synchronize(device)
+        figures = {
+            "train_s": time.perf_counter() - started,
+            "train_cpu_s": time.process_time() - cpu_started,
+            "steps": step,
+            "final_train_loss": float(epoch_loss) / max(1, steps_per_epoch),
+            "final_train_acc": 100.0 * int(epoch_correct) / max(1, steps_per_epoch * batch),
+            "device": str(device),
+        }
+    model.eval()
+    return model, figures
+
+
+def supernet_cache_path(dataset: str, config: SupernetConfig, cache_dir: str | Path | None = None) -> Path:
+    """The cache file of the supernet of ``dataset`` trained with ``config``'s settings."""
+    folder = Path(cache_dir or config.cache_dir or load_settings().runs_dir / "supernets").expanduser()
+    key = json.dumps({"format": _FORMAT, "dataset": dataset, **config.training_settings()}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    label = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in dataset_label(dataset))[:40]
+    return folder / f"nb201-supernet-{label}-c{config.channels}n{config.cells}-{digest}.pt"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (POSIX ``flock``; a no-op where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _load(path: Path, data: ImageDataset, config: SupernetConfig, device: torch.device) -> NB201Supernet | None:
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+        model = NB201Supernet(channels=config.channels, cells_per_stage=config.cells,
+                              num_classes=data.num_classes, in_channels=data.channels).to(device)
+        model.load_state_dict(saved["state_dict"], strict=True)
+    except Exception:  # a damaged or foreign file is trained over, not trusted
+        return None
+    model.eval()
+    model.meta = dict(saved.get("meta", {}))  # type: ignore[assignment]
+    return model
+
+
+def load_or_train_supernet(dataset: str, data: ImageDataset, config: SupernetConfig = SupernetConfig(), *,
+                           cache_dir: str | Path | None = None, device: torch.device | None = None,
+                           use_cache: bool = True) -> tuple[NB201Supernet, SupernetInfo]:
+    """The supernet from its cache file, else trained now and saved there (one process trains at a time)."""
+    device = device or resolve_device(config.device)
+    if not use_cache:
+        model, figures = train_supernet(data, config, device=device)
+        return model, SupernetInfo(None, True, train_s=figures["train_s"], meta=figures)
+    path = supernet_cache_path(dataset, config, cache_dir)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the supernet cache folder '{path.parent}' ({e.strerror}); "
+                        "set the supernet option cache_dir to a writable folder") from None
+    with _file_lock(path.with_name(path.name + ".lock")):
+        start = time.perf_counter()
+        if path.is_file():
+            model = _load(path, data, config, device)
+            if model is not None:
+                return model, SupernetInfo(str(path), False, train_s=float(model.meta.get("train_s", 0.0)),
+                                           load_s=time.perf_counter() - start, meta=model.meta)
+        model, figures = train_supernet(data, config, device=device)
+        meta = {**figures, "dataset": dataset, "settings": config.training_settings(), "format": _FORMAT,
+                "created": time.time()}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta}, tmp)
+        os.replace(tmp, path)
+        model.meta = meta  # type: ignore[assignment]
+        return model, SupernetInfo(str(path), True, train_s=figures["train_s"], meta=meta)
+
+
+# ------------------------------------------------------------------ evaluation
+def evaluate_inherited(supernet: NB201Supernet, code: str, data: ImageDataset,
+                       config: SupernetConfig = SupernetConfig(), *, device: torch.device | None = None,
+                       calibration: Sequence[torch.Tensor] | None = None) -> dict[str, float]:
+    """Validation (and test) accuracy of ``code`` with inherited weights and recalibrated BatchNorm,
+    with parameters, FLOPs and latency of its stand-alone network."""
+    device = device or next(supernet.parameters()).device
+    cuda = device.type == "cuda"
+    channels_last = cuda and config.channels_last
+    autocast = _autocast(device, config)
+    data = data.to(device)
+    with _training_context(config, device, config.seed):
+        net = inherit(supernet, code)
+        metrics = {"params": float(count_parameters(net)), "flops": float(count_flops(net, data.input_shape))}
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        batches = calibration if calibration is not None else calibration_batches(data, config)
+        recalibrate_bn(net, batches, autocast=autocast, channels_last=channels_last)
+        metrics["valid_acc"] = _accuracy(net, data.valid_x, data.valid_y, config.eval_batch_size, autocast,
+                                         channels_last)
+        if data.test_x is not None:
+            metrics["test_acc"] = _accuracy(net, data.test_x, data.test_y, config.eval_batch_size, autocast,
+                                            channels_last)
+        if config.latency_repeats:
+            metrics["latency_ms"] = measure_latency(
+                net, data.input_shape, repeats=config.latency_repeats, warmup=1, device=device,
+                autocast_dtype=torch.bfloat16 if cuda and config.amp else None, channels_last=channels_last)
+    return metrics
+
+
+class SupernetEvaluator(Evaluator):
+    """Evaluates architectures with weights inherited from one trained supernet (``--evaluator supernet``).
+
+    Searches ``valid_acc`` (validation accuracy, %, after BN recalibration)
+    and reports ``test_acc`` where the data set has a test split. ``options``
+    are :class:`SupernetConfig` fields plus ``data_dir``.
+    """
+
+    name = "supernet"
+
+    def __init__(self, space: Any, dataset: str = "digits", *, options: Mapping[str, Any] | None = None,
+                 config: SupernetConfig | None = None, data_dir: str | Path | None = None,
+                 metric: str | None = None, mode: str = "max") -> None:
+        if not isinstance(space, NB201Space) and getattr(space, "name", None) != "nb201":
+            raise UserError(f"the supernet evaluator covers the nb201 space, not '{space.name}'; "
+                            "use --evaluator train or module.path:function for other spaces")
+        options = dict(options or {})
+        data_dir = options.pop("data_dir", None) or data_dir or load_settings().data_dir
+        check_dataset_name(dataset)
+        self.space = space
+        self.dataset = dataset
+        self.data_dir = str(data_dir) if data_dir else None
+        self.config = config or SupernetConfig.from_options(options)
+        self.device = resolve_device(self.config.device)
+        has_test = dataset not in ("digits",) and not dataset.startswith("imagefolder:")
+        if metric is not None and metric not in ("valid_acc", "test_acc"):
+            raise UserError(f"unknown metric '{metric}' for the supernet evaluator; choose valid_acc or test_acc")
+        if metric == "test_acc" and not has_test:
+            raise UserError(f"dataset '{dataset}' has no test split; search valid_acc instead")
+        if mode != "max":
+            raise UserError("accuracy is higher-is-better: the supernet evaluator only maximises (drop --mode min)")
+        self.searched_metric = metric or "valid_acc"
+        self.reported_metric = "test_acc" if has_test else self.searched_metric
+        self.mode = "max"
+        c = self.config
+        how = (f"inherited from an NB201 supernet (C={c.channels}, N={c.cells}) trained {c.epochs} epochs on "
+               f"{dataset} with uniform single-path sampling, BatchNorm recalibrated on {c.calib_batches} "
+               "training batches; the first evaluation trains or loads the supernet")
+        if self.reported_metric == self.searched_metric:
+            self.metric_note = f"searched and reported on {self.searched_metric} (%) with weights {how}"
+        else:
+            self.metric_note = (f"searched on {self.searched_metric} (validation split), reported as "
+                                f"{self.reported_metric} (test split), with weights {how}")
+        self._data: ImageDataset | None = None
+        self._supernet: NB201Supernet | None = None
+        self._calibration: list[torch.Tensor] | None = None
+        self.info: SupernetInfo | None = None
+        self._eval_s: list[float] = []
+
+    @property
+    def resource_names(self) -> tuple[str, ...]:
+        return tuple(sorted(self.space.cost_names))
+
+    def resources(self, ncode: str) -> dict[str, float]:
+        return self.space.costs(ncode)
+
+    @property
+    def cache_path(self) -> Path:
+        return supernet_cache_path(self.dataset, self.config)
+
+    def prepare(self) -> None:
+        """Check, loading nothing, that the data set is here (a search calls this before it starts)."""
+        check_dataset_available(self.dataset, self.data_dir)
+
+    def data(self) -> ImageDataset:
+        if self._data is None:
+            data = load_dataset(self.dataset, data_dir=self.data_dir, image_size=self.config.image_size or None)
+            self._data = data.to(self.device)
+        return self._data
+
+    def supernet(self) -> tuple[NB201Supernet, SupernetInfo]:
+        """The trained supernet: in memory, else from the cache file, else trained now (and cached)."""
+        if self._supernet is None:
+            self._supernet, self.info = load_or_train_supernet(self.dataset, self.data(), self.config,
+                                                               device=self.device)
+            self._calibration = calibration_batches(self.data(), self.config)
+        return self._supernet, self.info  # type: ignore[return-value]
+
+    def estimate_cost(self, ncode: str) -> dict[str, float]:
+        """Seconds of one inherited-weight evaluation once measured (unknown before: training may come first)."""
+        if self._supernet is None or not self._eval_s:
+            return {}
+        return {"eval_s": sum(self._eval_s) / len(self._eval_s)}
+
+    def evaluate(self, ncodes: Sequence[str]) -> list[TrialResult]:
+        return list(self.iter_evaluate(ncodes))
+
+    def iter_evaluate(self, ncodes: Sequence[str]) -> Iterator[TrialResult]:
+        data = self.data()  # a missing data set stops the search (UserError), it does not fail trials
+        for code in ncodes:
+            start = time.perf_counter()
+            arch = code
+            cost: dict[str, float] = {}
+            try:
+                arch = self.space.format_arch(code)
+                problems = self.space.structural_problems(code)
+                if problems:
+                    raise ValueError(problems[0].message)
+            except Exception as e:  # a malformed or degenerate code fails its trial
+                message = str(e) if isinstance(e, UserError) else _one_line(e)
+                yield TrialResult(code, arch, status="failed", error=message,
+                                  cost={"wall_s": time.perf_counter() - start})
+                continue
+            fresh = self._supernet is None
+            supernet, info = self.supernet()  # a diverging supernet stops the search (UserError)
+            if fresh and info.trained:
+                cost["supernet_train_s"] = info.train_s  # this evaluation paid for the supernet
+            elif fresh:
+                cost["supernet_load_s"] = info.load_s
+            try:
+                eval_start = time.perf_counter()
+                metrics = evaluate_inherited(supernet, code, data, self.config, device=self.device,
+                                             calibration=self._calibration)
+                cost["eval_s"] = time.perf_counter() - eval_start
+                self._eval_s.append(cost["eval_s"])
+            except Exception as e:  # NaN outputs, out of memory: this trial fails, the search goes on
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                message = str(e) if isinstance(e, (UserError, TrainingFailed)) else _one_line(e)
+                cost["wall_s"] = time.perf_counter() - start
+                yield TrialResult(code, arch, status="failed", error=message, cost=cost)
+                continue
+            cost["wall_s"] = time.perf_counter() - start
+            yield TrialResult(code, arch, metrics=metrics, cost=cost)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(traceback.format_exception_only(type(e), e)[-1].split())

@@ -1,0 +1,200 @@
+"""The weight-sharing supernet: SPOS training, inherited weights, BatchNorm recalibration,
+the cache file every trial and resumed search reuses, and searches through the real CLI.
+
+Tiny supernets (C=4, N=1, one or two epochs on 16x16 digits) keep each test to seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from collm_nas import Workspace
+from collm_nas.errors import UserError
+from collm_nas.evaluators import make_evaluator
+from collm_nas.evaluators.datasets import load_dataset
+from collm_nas.evaluators.supernet import (
+    NB201Supernet,
+    SupernetConfig,
+    SupernetEvaluator,
+    calibration_batches,
+    evaluate_inherited,
+    inherit,
+    recalibrate_bn,
+    sample_path,
+    supernet_cache_path,
+    train_supernet,
+)
+from collm_nas.models import NB201Network
+from collm_nas.spaces import get_space
+from collm_nas.spaces.nb201 import reaches_output
+
+TINY = dict(channels=4, cells=1, epochs=3, lr=0.1, threads=1, device="cpu", latency_repeats=1, calib_batches=2)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    return train_supernet(digits, SupernetConfig(**TINY))
+
+
+def test_sampled_paths_are_legal_and_cover_every_operation() -> None:
+    rng = random.Random(0)
+    codes = [sample_path(rng) for _ in range(400)]
+    assert all(reaches_output(c) for c in codes)
+    assert all({c[k] for c in codes} == set("01234") for k in range(6))
+    assert codes == [sample_path(r) for r in [random.Random(0)] for _ in range(400)]
+
+
+def test_supernet_trains_and_is_deterministic(digits, trained) -> None:
+    model, figures = trained
+    assert isinstance(model, NB201Supernet) and not model.training
+    assert figures["steps"] == 3 * (len(digits.train_y) // 64)
+    # Three epochs of a C=4 supernet: well above chance (10%, loss ln 10 = 2.30), on sampled paths and inherited.
+    assert figures["final_train_acc"] > 15.0 and figures["final_train_loss"] < 2.25, figures
+    assert evaluate_inherited(model, "333132", digits, SupernetConfig(**TINY))["valid_acc"] > 15.0
+    again, _ = train_supernet(digits, SupernetConfig(**TINY))
+    a, b = model.state_dict(), again.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other, _ = train_supernet(digits, SupernetConfig(**{**TINY, "epochs": 1, "seed": 1}))
+    assert not torch.equal(other.state_dict()["classifier.weight"], a["classifier.weight"])
+
+
+def test_inherited_network_is_the_standalone_network_with_the_supernets_weights(digits, trained) -> None:
+    supernet, _ = trained
+    net = inherit(supernet, "312043")
+    standalone = NB201Network("312043", channels=4, cells_per_stage=1, in_channels=1)
+    assert type(net) is NB201Network and net.ops == standalone.ops
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in standalone.parameters())
+    supernet.eval()
+    net.eval()
+    x = digits.valid_x[:32]
+    with torch.no_grad():
+        assert torch.equal(net(x), supernet(x, "312043"))
+    # Copies: changing the inherited network leaves the supernet alone.
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)
+    assert not torch.equal(next(net.parameters()), next(supernet.parameters()))
+
+
+def test_bn_recalibration_changes_the_running_statistics(digits, trained) -> None:
+    supernet, _ = trained
+    net = inherit(supernet, "333132")
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
+    batches = calibration_batches(digits, SupernetConfig(**TINY))
+    recalibrate_bn(net, batches)
+    assert not net.training
+    changed = [not torch.allclose(m.running_mean, mean) or not torch.allclose(m.running_var, var)
+               for m, (mean, var) in zip(bns, before)]
+    assert all(changed)
+    # The statistics are the exact mean over the calibration images (cumulative average), e.g. the stem's BN:
+    with torch.no_grad():
+        stem = torch.cat([net.stem[0](b) for b in batches])
+    assert torch.allclose(bns[0].running_mean, stem.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert bns[0].momentum == 0.1  # restored
+
+
+def test_inherited_evaluation_is_deterministic(digits, trained) -> None:
+    supernet, _ = trained
+    config = SupernetConfig(**TINY)
+    a = evaluate_inherited(supernet, "333132", digits, config)
+    b = evaluate_inherited(supernet, "333132", digits, config)
+    assert {k: v for k, v in a.items() if k != "latency_ms"} == {k: v for k, v in b.items() if k != "latency_ms"}
+    assert 0.0 <= a["valid_acc"] <= 100.0 and a["params"] > 0 and a["flops"] > 0
+
+
+def test_supernet_is_trained_once_and_reused_from_its_cache(tmp_path: Path, digits) -> None:
+    options = {**TINY, "cache_dir": str(tmp_path / "cache")}
+    space = get_space("nb201")
+    first = make_evaluator("supernet", space, dataset="digits", table_path=None, train_options=options)
+    assert isinstance(first, SupernetEvaluator) and first.estimate_cost("333132") == {}
+    r1, r2 = first.evaluate(["333132", "101300"])
+    assert r1.status == r2.status == "ok"
+    assert r1.cost["supernet_train_s"] > 0 and "supernet_train_s" not in r2.cost  # the first evaluation pays
+    assert r1.cost["wall_s"] >= r1.cost["supernet_train_s"]
+    path = first.cache_path
+    assert path.is_file() and path.parent == tmp_path / "cache"
+    stamp = path.stat().st_mtime_ns
+    assert first.estimate_cost("212221")["eval_s"] > 0
+
+    second = make_evaluator("supernet", space, dataset="digits", table_path=None, train_options=options)
+    [again] = second.evaluate(["333132"])
+    assert "supernet_train_s" not in again.cost and again.cost["supernet_load_s"] >= 0
+    assert not second.info.trained and path.stat().st_mtime_ns == stamp
+    assert again.metrics["valid_acc"] == r1.metrics["valid_acc"]
+
+    # Other training settings are another supernet; evaluation settings are not.
+    assert supernet_cache_path("digits", SupernetConfig(**{**options, "epochs": 5})) != path
+    assert supernet_cache_path("digits", SupernetConfig(**{**options, "calib_batches": 5})) == path
+
+
+def test_bad_codes_fail_their_trial_and_bad_options_are_one_line(tmp_path: Path) -> None:
+    space = get_space("nb201")
+    ev = make_evaluator("supernet", space, dataset="digits", table_path=None,
+                        train_options={**TINY, "cache_dir": str(tmp_path)})
+    degenerate, malformed = ev.evaluate(["000000", "33"])
+    assert degenerate.status == malformed.status == "failed"
+    assert "degenerate" in degenerate.error and "\n" not in malformed.error
+    for options, message in (({"epochs": 0}, "at least 1"), ({"epoch": 3}, "unknown supernet option 'epoch'"),
+                             ({"lr": "fast"}, "needs a number")):
+        with pytest.raises(UserError, match=message):
+            make_evaluator("supernet", space, dataset="digits", table_path=None, train_options=options)
+    with pytest.raises(UserError, match="nb201"):
+        make_evaluator("supernet", get_space("mbv3"), dataset="digits", table_path=None)
+    with pytest.raises(UserError, match="no test split"):
+        make_evaluator("supernet", space, dataset="digits", table_path=None, metric="test_acc")
+    diverging = make_evaluator("supernet", space, dataset="digits", table_path=None,
+                               train_options={**TINY, "lr": 1e6, "cache_dir": str(tmp_path)})
+    with pytest.raises(UserError, match="supernet training diverged"):
+        diverging.evaluate(["333132"])
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "collm_nas.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=240)
+
+
+def test_cli_searches_and_an_approved_run_share_one_supernet(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    env = dict(os.environ, COLLM_NAS_RUNS_DIR=str(runs), COLLM_NAS_PROGRESS="never", OMP_NUM_THREADS="1")
+    options = [arg for key, value in TINY.items() if key != "device"
+               for arg in ("--train-option", f"{key}={value}")]
+    out = _cli("search", "--space", "nb201", "--evaluator", "supernet", "--dataset", "digits", "--strategy", "rea",
+               "--budget", "12", "--run-id", "sn", *options, "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["status"] == "finished" and data["evaluations"] == 12 and data["searched_metric"] == "valid_acc"
+    assert data["config"]["train_options"]["cache_dir"] == str((runs / "supernets").resolve())
+    [cached] = list((runs / "supernets").glob("*.pt"))
+    stamp = cached.stat().st_mtime_ns
+
+    trials = Workspace(runs).run("sn").trials()
+    assert sum("supernet_train_s" in t.cost for t in trials) == 1  # trained by the first evaluation only
+    assert "supernet_train_s" in trials[0].cost and all(t.status == "ok" for t in trials)
+
+    # Another search with the same settings pauses before its first batch (its cost is not known yet);
+    # `approve` goes on in a new process, which loads the same file instead of training again.
+    paused = _cli("search", "--space", "nb201", "--evaluator", "supernet", "--strategy", "random", "--budget", "6",
+                  "--batch-size", "3", "--seed", "1", "--run-id", "sn2", "--approval", "over-cost",
+                  "--approval-threshold", "60", *options, "--json", env=env)
+    assert paused.returncode == 0, paused.stderr
+    assert json.loads(paused.stdout)["status"] == "awaiting approval"
+    done = _cli("approve", "sn2", "--decision", "approve", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "finished" and json.loads(done.stdout)["evaluations"] == 6
+    second = Workspace(runs).run("sn2").trials()
+    assert not any("supernet_train_s" in t.cost for t in second)
+    assert "supernet_load_s" in second[0].cost
+    assert cached.stat().st_mtime_ns == stamp and len(list((runs / "supernets").glob("*.pt"))) == 1
