@@ -29,6 +29,8 @@ The last two need torchvision, imported only then; data folders come from
 
 from __future__ import annotations
 
+from typing import Any
+
 import pickle
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -402,3 +404,37 @@ def _load_cached(name: str, data_dir: str | None, image_size: int | None, seed: 
         path = Path(data_dir) / path
     return load_image_folder(path, image_size=image_size or 32, seed=seed)
 
+
+
+class ImageDataEvaluator:
+    """What the evaluators that run networks on an image data set share (train, supernet, proxy).
+
+    A subclass sets ``space``, ``dataset``, ``data_dir``, ``device`` and a
+    ``config`` with an ``image_size`` field, and ``_data = None``.
+    """
+
+    space: Any
+    dataset: str
+    data_dir: str | None
+    device: Any
+    config: Any
+    _data: "ImageDataset | None" = None
+
+    # Resources known before evaluation: the space's own declared costs.
+    @property
+    def resource_names(self) -> tuple[str, ...]:
+        return tuple(sorted(self.space.cost_names))
+
+    def resources(self, ncode: str) -> dict[str, float]:
+        return self.space.costs(ncode)
+
+    def prepare(self) -> None:
+        """Check, loading nothing, that the data set is here (a search calls this before it starts)."""
+        check_dataset_available(self.dataset, self.data_dir)
+
+    def data(self) -> "ImageDataset":
+        """The data set, loaded once and moved to the evaluation device."""
+        if self._data is None:
+            data = load_dataset(self.dataset, data_dir=self.data_dir, image_size=self.config.image_size or None)
+            self._data = data.to(self.device)
+        return self._data

@@ -51,7 +51,7 @@ from torch import nn
 
 from collm_nas.errors import UserError
 from collm_nas.evaluators.base import Evaluator, TrialResult
-from collm_nas.evaluators.datasets import ImageDataset, check_dataset_available, check_dataset_name, load_dataset
+from collm_nas.evaluators.datasets import ImageDataEvaluator, ImageDataset, check_dataset_name
 from collm_nas.evaluators.ranking import ranks
 from collm_nas.evaluators.seeding import current_seed
 from collm_nas.evaluators.trainer import _convert, _training_context, resolve_device
@@ -256,7 +256,7 @@ def _finite(value: float) -> float:
 
 
 # ------------------------------------------------------------------ evaluator
-class ProxyEvaluator(Evaluator):
+class ProxyEvaluator(ImageDataEvaluator, Evaluator):
     """Scores every architecture with zero-cost proxies (``--evaluator proxy``): no training.
 
     Searches the proxy chosen by the ``proxy`` option (or ``--metric``) and
@@ -295,22 +295,6 @@ class ProxyEvaluator(Evaluator):
                             f"C={c.channels}, N={c.cells} on one minibatch of {c.batch_size} {dataset} images "
                             "(a pre-screen score, not an accuracy); synflow, naswot and grad_norm all recorded")
         self._data: ImageDataset | None = None
-
-    @property
-    def resource_names(self) -> tuple[str, ...]:
-        return tuple(sorted(self.space.cost_names))
-
-    def resources(self, ncode: str) -> dict[str, float]:
-        return self.space.costs(ncode)
-
-    def prepare(self) -> None:
-        check_dataset_available(self.dataset, self.data_dir)
-
-    def data(self) -> ImageDataset:
-        if self._data is None:
-            data = load_dataset(self.dataset, data_dir=self.data_dir, image_size=self.config.image_size or None)
-            self._data = data.to(self.device)
-        return self._data
 
     def evaluate(self, ncodes: Sequence[str]) -> list[TrialResult]:
         return list(self.iter_evaluate(ncodes))

@@ -51,11 +51,10 @@ from torch import nn
 from collm_nas.errors import UserError
 from collm_nas.evaluators.base import Evaluator, TrialResult
 from collm_nas.evaluators.datasets import (
+    ImageDataEvaluator,
     ImageDataset,
-    check_dataset_available,
     check_dataset_name,
     dataset_label,
-    load_dataset,
 )
 from collm_nas.evaluators.proxies import _config_from_options
 from collm_nas.evaluators.trainer import TrainingFailed, _accuracy, _augment, _training_context, resolve_device
@@ -466,7 +465,7 @@ def evaluate_inherited(supernet: NB201Supernet, code: str, data: ImageDataset,
     return metrics
 
 
-class SupernetEvaluator(Evaluator):
+class SupernetEvaluator(ImageDataEvaluator, Evaluator):
     """Evaluates architectures with weights inherited from one trained supernet (``--evaluator supernet``).
 
     Searches ``valid_acc`` (validation accuracy, %, after BN recalibration)
@@ -516,25 +515,8 @@ class SupernetEvaluator(Evaluator):
         self._eval_s: list[float] = []
 
     @property
-    def resource_names(self) -> tuple[str, ...]:
-        return tuple(sorted(self.space.cost_names))
-
-    def resources(self, ncode: str) -> dict[str, float]:
-        return self.space.costs(ncode)
-
-    @property
     def cache_path(self) -> Path:
         return supernet_cache_path(self.dataset, self.config)
-
-    def prepare(self) -> None:
-        """Check, loading nothing, that the data set is here (a search calls this before it starts)."""
-        check_dataset_available(self.dataset, self.data_dir)
-
-    def data(self) -> ImageDataset:
-        if self._data is None:
-            data = load_dataset(self.dataset, data_dir=self.data_dir, image_size=self.config.image_size or None)
-            self._data = data.to(self.device)
-        return self._data
 
     def supernet(self) -> tuple[NB201Supernet, SupernetInfo]:
         """The trained supernet: in memory, else from the cache file, else trained now (and cached)."""

@@ -41,7 +41,7 @@ from torch import nn
 from collm_nas.errors import UserError
 from collm_nas.evaluators.base import Evaluator, TrialResult
 from collm_nas.evaluators.callable import import_callable
-from collm_nas.evaluators.datasets import ImageDataset, check_dataset_available, check_dataset_name, load_dataset
+from collm_nas.evaluators.datasets import ImageDataEvaluator, ImageDataset, check_dataset_name
 from collm_nas.evaluators.seeding import current_seed
 from collm_nas.models import NETWORKS, build_network, count_flops, count_parameters, measure_latency
 from collm_nas.settings import load_settings
@@ -443,7 +443,7 @@ def _one_line(e: BaseException) -> str:
     return " ".join(traceback.format_exception_only(type(e), e)[-1].split())
 
 
-class TrainEvaluator(Evaluator):
+class TrainEvaluator(ImageDataEvaluator, Evaluator):
     """Trains every proposed architecture for real (``--evaluator train``).
 
     Searches ``valid_acc`` (validation accuracy, %) and reports ``test_acc``
@@ -498,25 +498,6 @@ class TrainEvaluator(Evaluator):
             self.metric_note = (f"searched on {self.searched_metric} (held-out validation split); reported as "
                                 f"{self.reported_metric} (test split): {trained}")
         self._data: ImageDataset | None = None
-
-    # Resources known before training: the space's own declared costs.
-    @property
-    def resource_names(self) -> tuple[str, ...]:
-        return tuple(sorted(self.space.cost_names))
-
-    def resources(self, ncode: str) -> dict[str, float]:
-        return self.space.costs(ncode)
-
-    def prepare(self) -> None:
-        """Check, loading nothing, that the data set is here (a search calls this before it starts)."""
-        check_dataset_available(self.dataset, self.data_dir)
-
-    def data(self) -> ImageDataset:
-        """The data set, loaded once and moved to the training device."""
-        if self._data is None:
-            data = load_dataset(self.dataset, data_dir=self.data_dir, image_size=self.config.image_size or None)
-            self._data = data.to(self.device)
-        return self._data
 
     def evaluate(self, ncodes: Sequence[str]) -> list[TrialResult]:
         return list(self.iter_evaluate(ncodes))
