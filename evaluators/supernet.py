@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import random
 import time
@@ -57,7 +56,7 @@ from collm_nas.evaluators.datasets import (
     dataset_label,
 )
 from collm_nas.evaluators.proxies import _config_from_options
-from collm_nas.evaluators.trainer import TrainingFailed, _accuracy, _augment, _training_context, resolve_device
+from collm_nas.evaluators.trainer import TrainingFailed, _accuracy, _training_context, resolve_device, run_sgd
 from collm_nas.models import NB201Network, count_flops, count_parameters, measure_latency
 from collm_nas.models.nb201_net import NB201Cell, ResNetReduction, make_nb201_op
 from collm_nas.settings import load_settings
@@ -311,55 +310,27 @@ def train_supernet(data: ImageDataset, config: SupernetConfig = SupernetConfig()
         autocast = _autocast(device, config)
         augment = data.augment if config.augment == "auto" else config.augment == "yes"
         pad = max(1, data.input_shape[-1] // 8)
-        n = len(data.train_y)
-        batch = min(config.batch_size, n)
-        steps_per_epoch = n // batch
-        total_steps = config.epochs * steps_per_epoch
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay, nesterov=config.momentum > 0)
-        loss_fn = nn.CrossEntropyLoss()
         generator = torch.Generator(device=device).manual_seed(config.seed)
         paths = random.Random(config.seed)
-        check_every = config.check_every if cuda else 1
+
+        def check(epoch: int, i: int, epoch_loss: torch.Tensor) -> None:
+            if not bool(torch.isfinite(epoch_loss)):
+                raise UserError(f"supernet training diverged: the loss became NaN or infinite at epoch "
+                                f"{epoch + 1} (lr {config.lr:g}); lower the supernet option lr")
+
         started, cpu_started = time.perf_counter(), time.process_time()
-        epoch_loss = torch.zeros((), device=device)
-        epoch_correct = torch.zeros((), dtype=torch.long, device=device)
         model.train()
-        step = 0
-        for epoch in range(config.epochs):
-            perm = torch.randperm(n, device=device, generator=generator)
-            epoch_loss.zero_()
-            epoch_correct.zero_()
-            for i in range(steps_per_epoch):
-                idx = perm[i * batch:(i + 1) * batch]
-                xb = data.train_x.index_select(0, idx)
-                yb = data.train_y.index_select(0, idx)
-                if augment:
-                    xb = _augment(xb, generator, pad)
-                if channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                for group in optimizer.param_groups:
-                    group["lr"] = 0.5 * config.lr * (1.0 + math.cos(math.pi * step / total_steps))
-                with autocast:
-                    logits = model(xb, sample_path(paths))
-                loss = loss_fn(logits.float(), yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                epoch_loss += loss.detach()
-                epoch_correct += (logits.detach().argmax(1) == yb).sum()
-                if (step % check_every == 0 or i == steps_per_epoch - 1) and not bool(torch.isfinite(epoch_loss)):
-                    raise UserError(f"supernet training diverged: the loss became NaN or infinite at epoch "
-                                    f"{epoch + 1} (lr {config.lr:g}); lower the supernet option lr")
+        sgd = run_sgd(model, lambda xb: model(xb, sample_path(paths)), data, config, generator=generator,
+                      augment=augment, pad=pad, channels_last=channels_last, autocast=autocast,
+                      check_every=config.check_every if cuda else 1, check=check)
         if cuda:
             torch.cuda.synchronize(device)
         figures = {
             "train_s": time.perf_counter() - started,
             "train_cpu_s": time.process_time() - cpu_started,
-            "steps": step,
-            "final_train_loss": float(epoch_loss) / max(1, steps_per_epoch),
-            "final_train_acc": 100.0 * int(epoch_correct) / max(1, steps_per_epoch * batch),
+            "steps": sgd.steps,
+            "final_train_loss": sgd.last_epoch_loss,
+            "final_train_acc": sgd.last_epoch_acc,
             "device": str(device),
         }
     model.eval()

@@ -257,6 +257,71 @@ def _augment(x: torch.Tensor, generator: torch.Generator, pad: int) -> torch.Ten
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
 
 
+@dataclass(frozen=True)
+class SGDOutcome:
+    """What :func:`run_sgd` did: full epochs, steps, and the last epoch's mean loss and accuracy (%)."""
+
+    epochs: int
+    steps: int
+    steps_per_epoch: int
+    batch: int
+    last_epoch_loss: float
+    last_epoch_acc: float
+
+
+def run_sgd(model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], data: ImageDataset, config: Any, *,
+            generator: torch.Generator, augment: bool, pad: int, channels_last: bool, autocast: Any,
+            check_every: int, check: Callable[[int, int, torch.Tensor], None],
+            label_smoothing: float = 0.0) -> SGDOutcome:
+    """The training loop the trainer and the supernet share.
+
+    SGD with Nesterov momentum and weight decay, cosine learning rate per
+    step, full minibatches of a seeded on-device permutation (random crops and
+    flips when ``augment``). ``forward(xb)`` gives the logits (the supernet
+    samples its path there). ``check(epoch, step_in_epoch, epoch_loss)`` runs
+    every ``check_every`` steps and at each epoch's end; it raises to stop.
+    """
+    n = len(data.train_y)
+    batch = min(config.batch_size, n)
+    steps_per_epoch = n // batch  # full batches only: steady shapes, no one-image BatchNorm batches
+    total_steps = config.epochs * steps_per_epoch
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    device = data.train_y.device
+    epoch_loss = torch.zeros((), device=device)
+    epoch_correct = torch.zeros((), dtype=torch.long, device=device)
+    step = epochs_done = 0
+    for epoch in range(config.epochs):
+        perm = torch.randperm(n, device=device, generator=generator)
+        epoch_loss.zero_()
+        epoch_correct.zero_()
+        for i in range(steps_per_epoch):
+            idx = perm[i * batch:(i + 1) * batch]
+            xb = data.train_x.index_select(0, idx)
+            yb = data.train_y.index_select(0, idx)
+            if augment:
+                xb = _augment(xb, generator, pad)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            for group in optimizer.param_groups:
+                group["lr"] = 0.5 * config.lr * (1.0 + math.cos(math.pi * step / total_steps))
+            with autocast:
+                logits = forward(xb)
+            loss = loss_fn(logits.float(), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            epoch_loss += loss.detach()
+            epoch_correct += (logits.detach().argmax(1) == yb).sum()
+            if step % check_every == 0 or i == steps_per_epoch - 1:
+                check(epoch, i, epoch_loss)
+        epochs_done = epoch + 1
+    return SGDOutcome(epochs_done, step, steps_per_epoch, batch, float(epoch_loss) / max(1, steps_per_epoch),
+                      100.0 * int(epoch_correct) / max(1, steps_per_epoch * batch))
+
+
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, autocast, channels_last: bool) -> float:
     correct = torch.zeros((), dtype=torch.long, device=x.device)
     finite = torch.ones((), dtype=torch.bool, device=x.device)
@@ -302,61 +367,29 @@ def _fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torc
     augment = data.augment if config.augment == "auto" else config.augment == "yes"
     pad = max(1, input_shape[-1] // 8)
 
-    n = len(data.train_y)
-    batch = min(config.batch_size, n)
-    steps_per_epoch = n // batch  # full batches only: steady shapes, no one-image BatchNorm batches
-    total_steps = config.epochs * steps_per_epoch
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, nesterov=config.momentum > 0)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    deadline = started + config.time_limit_s if config.time_limit_s > 0 else math.inf
+
+    def check(epoch: int, i: int, epoch_loss: torch.Tensor) -> None:
+        if not bool(torch.isfinite(epoch_loss)):
+            raise TrainingFailed(
+                f"loss became NaN or infinite at epoch {epoch + 1}, step {i + 1} (lr {config.lr:g}); "
+                "the trial is failed"
+            )
+        if time.perf_counter() > deadline:
+            raise TrainingFailed(
+                f"time limit of {config.time_limit_s:g}s reached at epoch {epoch + 1}/{config.epochs}; "
+                "raise time_limit_s or lower epochs"
+            )
+
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
-    deadline = started + config.time_limit_s if config.time_limit_s > 0 else math.inf
-    check_every = 1 if not cuda else config.check_every
-
     model.train()
     train_start = time.perf_counter()
     cpu_start = time.process_time()
-    step = 0
-    epoch_loss = torch.zeros((), device=device)
-    epoch_correct = torch.zeros((), dtype=torch.long, device=device)
-    epochs_done = 0
-    for epoch in range(config.epochs):
-        perm = torch.randperm(n, device=device, generator=generator)
-        epoch_loss.zero_()
-        epoch_correct.zero_()
-        for i in range(steps_per_epoch):
-            idx = perm[i * batch:(i + 1) * batch]
-            xb = data.train_x.index_select(0, idx)
-            yb = data.train_y.index_select(0, idx)
-            if augment:
-                xb = _augment(xb, generator, pad)
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            lr = 0.5 * config.lr * (1.0 + math.cos(math.pi * step / total_steps))  # cosine, per step
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast:
-                logits = model(xb)
-            loss = loss_fn(logits.float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            epoch_loss += loss.detach()
-            epoch_correct += (logits.detach().argmax(1) == yb).sum()
-            if step % check_every == 0 or i == steps_per_epoch - 1:
-                if not bool(torch.isfinite(epoch_loss)):
-                    raise TrainingFailed(
-                        f"loss became NaN or infinite at epoch {epoch + 1}, step {i + 1} (lr {config.lr:g}); "
-                        "the trial is failed"
-                    )
-                if time.perf_counter() > deadline:
-                    raise TrainingFailed(
-                        f"time limit of {config.time_limit_s:g}s reached at epoch {epoch + 1}/{config.epochs}; "
-                        "raise time_limit_s or lower epochs"
-                    )
-        epochs_done = epoch + 1
+    sgd = run_sgd(model, model, data, config, generator=generator, augment=augment, pad=pad,
+                  channels_last=channels_last, autocast=autocast, check_every=1 if not cuda else config.check_every,
+                  check=check, label_smoothing=config.label_smoothing)
+    epochs_done, steps_per_epoch, batch = sgd.epochs, sgd.steps_per_epoch, sgd.batch
     if cuda:
         torch.cuda.synchronize(device)
     train_s = time.perf_counter() - train_start
@@ -370,9 +403,8 @@ def _fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torc
     if data.test_x is not None:
         metrics["test_acc"] = _accuracy(model, data.test_x, data.test_y, config.eval_batch_size, autocast,
                                         channels_last)
-    seen = max(1, steps_per_epoch * batch)
-    metrics["train_acc"] = 100.0 * int(epoch_correct) / seen
-    metrics["train_loss"] = float(epoch_loss) / max(1, steps_per_epoch)
+    metrics["train_acc"] = sgd.last_epoch_acc
+    metrics["train_loss"] = sgd.last_epoch_loss
     metrics["params"] = float(params)
     metrics["flops"] = float(flops)
     metrics["latency_ms"] = measure_latency(
