@@ -29,12 +29,11 @@ The last two need torchvision, imported only then; data folders come from
 
 from __future__ import annotations
 
-from typing import Any
-
 import pickle
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -419,6 +418,17 @@ class ImageDataEvaluator:
     device: Any
     config: Any
     _data: "ImageDataset | None" = None
+
+    def _place(self, space: Any, dataset: str, options: Any, data_dir: str | Path | None) -> dict[str, Any]:
+        """Set ``space``, ``dataset`` and ``data_dir`` (option, argument, then setting); return the other options."""
+        from collm_nas.settings import load_settings
+
+        options = dict(options or {})
+        chosen = options.pop("data_dir", None) or data_dir or load_settings().data_dir
+        check_dataset_name(dataset)
+        self.space, self.dataset = space, dataset
+        self.data_dir = str(chosen) if chosen else None
+        return options
 
     # Resources known before evaluation: the space's own declared costs.
     @property

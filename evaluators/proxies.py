@@ -51,12 +51,11 @@ from torch import nn
 
 from collm_nas.errors import UserError
 from collm_nas.evaluators.base import Evaluator, TrialResult
-from collm_nas.evaluators.datasets import ImageDataEvaluator, ImageDataset, check_dataset_name
+from collm_nas.evaluators.datasets import ImageDataEvaluator, ImageDataset
 from collm_nas.evaluators.ranking import ranks
 from collm_nas.evaluators.seeding import current_seed
 from collm_nas.evaluators.trainer import _convert, _training_context, resolve_device
 from collm_nas.models import build_network, count_flops, count_parameters
-from collm_nas.settings import load_settings
 
 __all__ = [
     "DEFAULT_PROXY",
@@ -271,9 +270,7 @@ class ProxyEvaluator(ImageDataEvaluator, Evaluator):
         if space.name != "nb201":
             raise UserError(f"the proxy evaluator scores NAS-Bench-201 networks (space nb201), not '{space.name}'; "
                             "use --evaluator module.path:function for your own space")
-        options = dict(options or {})
-        data_dir = options.pop("data_dir", None) or data_dir or load_settings().data_dir
-        check_dataset_name(dataset)
+        options = self._place(space, dataset, options, data_dir)
         if metric is not None and metric not in PROXIES:
             raise UserError(f"unknown metric '{metric}' for the proxy evaluator; choose one of {', '.join(PROXIES)}")
         if metric is not None and "proxy" in options and options["proxy"] != metric:
@@ -282,9 +279,6 @@ class ProxyEvaluator(ImageDataEvaluator, Evaluator):
             options["proxy"] = metric
         if mode != "max":
             raise UserError("proxies are higher-is-better: the proxy evaluator only maximises (drop --mode min)")
-        self.space = space
-        self.dataset = dataset
-        self.data_dir = str(data_dir) if data_dir else None
         self.config = config or ProxyConfig.from_options(options)
         self.device = resolve_device(self.config.device)
         self.searched_metric = self.config.proxy

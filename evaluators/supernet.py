@@ -52,7 +52,6 @@ from collm_nas.evaluators.base import Evaluator, TrialResult
 from collm_nas.evaluators.datasets import (
     ImageDataEvaluator,
     ImageDataset,
-    check_dataset_name,
     dataset_label,
 )
 from collm_nas.evaluators.proxies import _config_from_options
@@ -452,12 +451,7 @@ class SupernetEvaluator(ImageDataEvaluator, Evaluator):
         if not isinstance(space, NB201Space) and getattr(space, "name", None) != "nb201":
             raise UserError(f"the supernet evaluator covers the nb201 space, not '{space.name}'; "
                             "use --evaluator train or module.path:function for other spaces")
-        options = dict(options or {})
-        data_dir = options.pop("data_dir", None) or data_dir or load_settings().data_dir
-        check_dataset_name(dataset)
-        self.space = space
-        self.dataset = dataset
-        self.data_dir = str(data_dir) if data_dir else None
+        options = self._place(space, dataset, options, data_dir)
         self.config = config or SupernetConfig.from_options(options)
         self.device = resolve_device(self.config.device)
         has_test = dataset not in ("digits",) and not dataset.startswith("imagefolder:")

@@ -41,10 +41,9 @@ from torch import nn
 from collm_nas.errors import UserError
 from collm_nas.evaluators.base import Evaluator, TrialResult
 from collm_nas.evaluators.callable import import_callable
-from collm_nas.evaluators.datasets import ImageDataEvaluator, ImageDataset, check_dataset_name
+from collm_nas.evaluators.datasets import ImageDataEvaluator, ImageDataset
 from collm_nas.evaluators.seeding import current_seed
 from collm_nas.models import NETWORKS, build_network, count_flops, count_parameters, measure_latency
-from collm_nas.settings import load_settings
 
 __all__ = [
     "TRAIN_METRICS",
@@ -501,12 +500,7 @@ class TrainEvaluator(ImageDataEvaluator, Evaluator):
         if space.name not in NETWORKS:
             raise UserError(f"the train evaluator builds networks for the spaces {', '.join(NETWORKS)}, not "
                             f"'{space.name}'; use --evaluator module.path:function for your own space")
-        options = dict(options or {})
-        data_dir = options.pop("data_dir", None) or data_dir or load_settings().data_dir
-        check_dataset_name(dataset)
-        self.space = space
-        self.dataset = dataset
-        self.data_dir = str(data_dir) if data_dir else None
+        options = self._place(space, dataset, options, data_dir)
         self.config = config or TrainConfig.from_options(options)
         self.device = resolve_device(self.config.device)
         self._hook = model_hook or (import_callable(self.config.model_hook) if self.config.model_hook else None)
