@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from collm_nas.errors import UserError
-from collm_nas.spaces.nb201 import EDGES, OPERATIONS, NB201Space
+from collm_nas.spaces.nb201 import EDGES, OPERATIONS, NB201Space, arch_string
 
 __all__ = ["NB201Cell", "NB201Network", "ReLUConvBN", "ResNetReduction", "make_nb201_op", "nb201_ops"]
 
@@ -193,7 +193,7 @@ class NB201Network(nn.Module):
     @property
     def arch_string(self) -> str:
         """The benchmark's string of this network's cell."""
-        return _format_ops(self.ops)
+        return arch_string(self.ops)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features before the classifier, shape ``(batch, 4C)``."""
@@ -203,13 +203,3 @@ class NB201Network(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
-
-def _format_ops(ops: Sequence[str]) -> str:
-    parts, k = [], 0
-    for dst in (1, 2, 3):
-        edges = []
-        for src in range(dst):
-            edges.append(f"{ops[k]}~{src}")
-            k += 1
-        parts.append("|" + "|".join(edges) + "|")
-    return "+".join(parts)

@@ -39,16 +39,7 @@ class NB201Space(SearchSpace):
 
     # Benchmark string <-> NCode -------------------------------------------
     def format_arch(self, ncode: str) -> str:
-        ops = list(self.decode(ncode).values())
-        nodes = []
-        k = 0
-        for dst in (1, 2, 3):
-            parts = []
-            for src in range(dst):
-                parts.append(f"{ops[k]}~{src}")
-                k += 1
-            nodes.append("|" + "|".join(parts) + "|")
-        return "+".join(nodes)
+        return arch_string(list(self.decode(ncode).values()))
 
     def parse_arch(self, text: str) -> str:
         text = text.strip()
@@ -98,3 +89,15 @@ def reaches_output(ncode: str) -> bool:
         if digit != "0" and src in reached:
             reached.add(dst)
     return 3 in reached
+
+
+def arch_string(ops: list[str] | tuple[str, ...]) -> str:
+    """The benchmark's string of the six edge operations (edge order 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2)."""
+    nodes, k = [], 0
+    for dst in (1, 2, 3):
+        parts = []
+        for src in range(dst):
+            parts.append(f"{ops[k]}~{src}")
+            k += 1
+        nodes.append("|" + "|".join(parts) + "|")
+    return "+".join(nodes)
