@@ -1,77 +1,35 @@
-"""The roles of a search round and their LLM-free implementations."""
+"""The roles of a search round (Navigator, Generator, Coordinator), LLM-free and LLM implementations, and the
+strategy registry."""
 
 from collm_nas.agents.baselines import local_search, random_search, regularized_evolution, sample_new
 from collm_nas.agents.coordinator import Coordinator, Screening, StopRule
-from collm_nas.agents.roles import (
-    Direction,
-    Feedback,
-    Objective,
-    Generator,
-    History,
-    Navigator,
-    RoundContext,
-    SearchStrategy,
-    Strategy,
-    Trial,
-)
-from collm_nas.errors import UserError
-
-def _collm() -> SearchStrategy:
-    from collm_nas.agents.collm import collm_search  # imports the LLM stack only when asked
-
-    return collm_search()
-
-
-def _lmsearcher() -> SearchStrategy:
-    from collm_nas.agents.lmsearcher import lmsearcher_search
-
-    return lmsearcher_search()
-
-
-def _hybrid() -> SearchStrategy:
-    from collm_nas.agents.hybrid import hybrid_search
-
-    return hybrid_search()
-
-
-STRATEGIES = {
-    "random": random_search,
-    "rea": regularized_evolution,
-    "local": local_search,
-    "collm": _collm,
-    "lmsearcher": _lmsearcher,
-    "hybrid": _hybrid,
-}
-LLM_FREE_STRATEGIES = ("random", "rea", "local")
-# Strategies that can top up a short batch or replace an LLM strategy without an LLM
-# (lmsearcher then ranks with its learned ranker).
-FALLBACKS = (*LLM_FREE_STRATEGIES, "lmsearcher")
-
-
-def make_strategy(name: str) -> SearchStrategy:
-    """The strategy registered under ``name``."""
-    if name not in STRATEGIES:
-        raise UserError(f"unknown strategy '{name}'; choose one of {', '.join(STRATEGIES)}")
-    return STRATEGIES[name]()
-
+from collm_nas.agents.registry import (FALLBACK, LLM_FREE, STRATEGIES, as_search_strategy, fallback_names,
+                                       llm_free_names, make_fallback, make_strategy)
+from collm_nas.core import (Feedback, Generator, Navigator, Preference, RoundContext, SearchStrategy, Strategy,
+                            Trial)
 
 __all__ = [
+    "FALLBACK",
+    "LLM_FREE",
     "STRATEGIES",
     "Coordinator",
-    "Direction",
     "Feedback",
-    "FALLBACKS",
-    "LLM_FREE_STRATEGIES",
-    "Objective",
     "Generator",
-    "History",
     "Navigator",
+    "Preference",
     "RoundContext",
     "Screening",
     "SearchStrategy",
     "StopRule",
     "Strategy",
     "Trial",
+    "as_search_strategy",
+    "fallback_names",
+    "llm_free_names",
+    "local_search",
+    "make_fallback",
     "make_strategy",
+    "random_search",
+    "regularized_evolution",
     "sample_new",
 ]

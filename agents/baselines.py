@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from collm_nas.agents.roles import Generator, Navigator, RoundContext, SearchStrategy, Strategy
+from collm_nas.core.strategy import Generator, Navigator, RoundContext, SearchStrategy, Strategy
 
 # How many draws a sampler makes per wanted code before giving up on luck.
 SAMPLE_TRIES_PER_CODE = 200

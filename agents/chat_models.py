@@ -14,7 +14,7 @@ The process environment wins over ``.env``. Network failures are sorted into
 transient ones (timeouts, refused connections, 429, 5xx), which
 :func:`call_with_retry` retries with backoff and finally turns into
 :class:`LLMUnavailable`, and fatal ones (a refused key, an unknown model, a
-malformed request), which become a one-line :class:`~collm_nas.errors.UserError`.
+malformed request), which become a one-line :class:`~collm_nas.core.errors.UserError`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base
 
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 
 try:  # tenacity >= 8.3: stop before a sleep that would overrun the budget
     from tenacity import stop_before_delay as _stop_total

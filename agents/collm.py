@@ -22,13 +22,14 @@ import json
 import re
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from pydantic import BaseModel, Field
 
 from collm_nas.agents.chat_models import LLMUnavailable
 from collm_nas.agents.digest import avoid_list, best_lines, last_round_lines, objective_text, option_stats
 from collm_nas.agents.prompting import render
-from collm_nas.agents.roles import Direction, Feedback, Generator, Navigator, RoundContext, SearchStrategy, Strategy
+from collm_nas.core import (Feedback, Generator, Navigator, Preference, RoundContext, SearchStrategy, Strategy,
+                            ToolCallsPending)
 from collm_nas.tools.grammar import (
     candidates_gbnf,
     candidates_json_schema,
@@ -50,7 +51,7 @@ class NavigatorAnswer(BaseModel):
 
     summary: str = Field("", description="one sentence: the plan for the next round")
     patterns: list[str] = Field(default_factory=list, description="observations drawn from the measurements")
-    directions: dict[str, Direction] = Field(default_factory=dict,
+    directions: dict[str, Preference] = Field(default_factory=dict,
                                              description="per decision name: option names to prefer / avoid")
     constraints: list[str] = Field(default_factory=list, description="rules the next candidates must follow")
     example_codes: list[str] = Field(default_factory=list, description="NCodes that fit the plan")
@@ -116,24 +117,79 @@ def llm_ready(ctx: RoundContext) -> bool:
     return ctx.llm is not None and ctx.memory.get("llm_paused_until", 0) < ctx.round
 
 
+def _unavailable(ctx: RoundContext, role: str, kind: str, mode: str, e: LLMUnavailable) -> None:
+    ctx.memory["llm_paused_until"] = ctx.round + LLM_COOLDOWN_ROUNDS - 1
+    ctx.calls.append({"role": role, "kind": kind, "ok": False, "error": str(e), "mode": mode})
+    ctx.warnings.append(f"{e}; round {ctx.round} runs on the LLM-free strategy, the LLM is tried again "
+                        f"in round {ctx.round + LLM_COOLDOWN_ROUNDS}")
+
+
+def _figures(role: str, kind: str, result: Any) -> dict[str, Any]:
+    return {"role": role, "kind": kind, "ok": result.value is not None, "mode": result.mode,
+            "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+            "latency_s": round(result.latency_s, 4), "attempts": result.attempts, "error": result.error}
+
+
+def tool_turn(ctx: RoundContext, role: str, kind: str, messages: list[BaseMessage], output_model: type[BaseModel],
+              *, parse_text) -> Any:
+    """The role's answer through a tool conversation, or ``NotImplemented`` where tools do not apply.
+
+    The model may call the role's tools (``ctx.tools``) for up to
+    ``ctx.tool_rounds`` rounds before it must answer. When it asks for tools,
+    :class:`ToolCallsPending` hands the conversation to the engine, whose tool
+    node answers the calls; the engine then asks the role again with
+    ``ctx.conversation`` holding the results. Each model turn is one call in
+    ``ctx.calls``, with the tools it asked for and the tool errors it was shown.
+    """
+    chat = ctx.llm.chat(role)
+    tools = ctx.tools(role) if ctx.tools is not None and ctx.tool_rounds > 0 else []
+    if not tools or chat.mode != "tools":
+        return NotImplemented
+    conversation = list(ctx.conversation or messages)
+    taken = sum(1 for m in conversation if isinstance(m, AIMessage) and m.tool_calls)
+    shown = []  # the tool results of the last round, if any
+    for m in reversed(conversation):
+        if not isinstance(m, ToolMessage):
+            break
+        shown.append(m)
+    try:
+        out = chat.converse(conversation, output_model=output_model, tools=tools,
+                            force_answer=taken >= ctx.tool_rounds, parse_text=parse_text)
+    except LLMUnavailable as e:
+        _unavailable(ctx, role, kind, "tools", e)
+        return None
+    if out is None:  # the server refused tool calling: the direct path from now on
+        return NotImplemented
+    result, message = out
+    asked = [c["name"] for c in message.tool_calls if c["name"] != output_model.__name__]
+    asked += [c.get("name") or "?" for c in getattr(message, "invalid_tool_calls", None) or ()]
+    figures = _figures(role, kind, result)
+    figures.update(tool_calls=asked, tool_errors=sum(1 for m in shown if m.status == "error"),
+                   tool_round=taken + 1 if asked else taken)
+    if result.value is None and asked:
+        figures["ok"], figures["error"] = True, None  # a tool round, not a failed answer
+        ctx.calls.append(figures)
+        if not message.content:  # llama.cpp's server refuses an assistant message whose content is null
+            message = message.model_copy(update={"content": "(calling tools)"})
+        raise ToolCallsPending(role, conversation + [message])
+    ctx.calls.append(figures)
+    return result
+
+
 def call_llm(ctx: RoundContext, role: str, kind: str, messages: list[BaseMessage], output_model: type[BaseModel],
              *, grammar: str | None, json_schema: dict | None, parse_text) -> Any:
-    """One structured call; records its figures in ``ctx.calls``. None when the LLM is unavailable."""
+    """One structured answer (through tools where they apply); figures in ``ctx.calls``. None: LLM unavailable."""
+    answered = tool_turn(ctx, role, kind, messages, output_model, parse_text=parse_text)
+    if answered is not NotImplemented:
+        return answered
     chat = ctx.llm.chat(role)
     try:
         result = chat.invoke(messages, output_model=output_model, grammar=grammar, json_schema=json_schema,
                              parse_text=parse_text)
     except LLMUnavailable as e:
-        ctx.memory["llm_paused_until"] = ctx.round + LLM_COOLDOWN_ROUNDS - 1
-        ctx.calls.append({"role": role, "kind": kind, "ok": False, "error": str(e), "mode": chat.mode})
-        ctx.warnings.append(f"{e}; round {ctx.round} runs on the LLM-free strategy, the LLM is tried again "
-                            f"in round {ctx.round + LLM_COOLDOWN_ROUNDS}")
+        _unavailable(ctx, role, kind, chat.mode, e)
         return None
-    ctx.calls.append({
-        "role": role, "kind": kind, "ok": result.value is not None, "mode": result.mode,
-        "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-        "latency_s": round(result.latency_s, 4), "attempts": result.attempts, "error": result.error,
-    })
+    ctx.calls.append(_figures(role, kind, result))
     return result
 
 
@@ -151,11 +207,13 @@ def _language(ctx: RoundContext):
 class LLMNavigator(Navigator):
     """Writes each round's strategy from a bounded digest of the history."""
 
+    tools = ("decode_ncode", "check_ncodes", "lookup_trials")
+
     def __init__(self, memory_window: int = MEMORY_WINDOW) -> None:
         self.memory_window = memory_window
 
     def messages(self, ctx: RoundContext) -> list[BaseMessage]:
-        objective = ctx.objective
+        objective = ctx.goal
         earlier = ctx.memory.get("strategies") or []
         memory = "\n".join(
             f"round {s['round']}: {s['summary']}" + (f" | patterns: {'; '.join(s['patterns'])}" if s["patterns"] else "")
@@ -211,7 +269,7 @@ class LLMNavigator(Navigator):
             prefer = [o for o in given.prefer if o in d.options]
             avoid = [o for o in given.avoid if o in d.options and o not in prefer]
             if prefer or avoid:
-                directions[d.name] = Direction(prefer=prefer, avoid=avoid)
+                directions[d.name] = Preference(prefer=prefer, avoid=avoid)
         return Strategy(
             summary=(answer.summary or "").strip()[:300] or "(no summary)",
             patterns=[p.strip()[:200] for p in answer.patterns if p.strip()][:5],
@@ -229,8 +287,11 @@ def strategy_text(strategy: Strategy) -> str:
 class LLMGenerator(Generator):
     """Turns the latest strategy into candidate codes; stateless between rounds."""
 
+    takes_feedback = True
+    tools = ("check_ncodes", "decode_ncode")
+
     def messages(self, strategy: Strategy, n: int, ctx: RoundContext) -> list[BaseMessage]:
-        objective = ctx.objective
+        objective = ctx.goal
         system = render("generator_system", space=ctx.space.describe(objective.constraints if objective else ()),
                         length=ctx.space.length)
         user = render("generator_user", strategy=strategy_text(strategy), evaluated=len(ctx.history),

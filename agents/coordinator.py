@@ -9,13 +9,12 @@ number of rounds without improvement, or when the space has nothing new left.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from collm_nas.agents.baselines import sample_new
-from collm_nas.agents.roles import Feedback, RoundContext, SearchStrategy
-
-CheckFn = Callable[[list[str]], list[dict]]
+from collm_nas.core import Feedback, Objective, RoundContext, SearchStrategy
 
 
 @dataclass
@@ -78,13 +77,11 @@ class Screening:
 class StopRule:
     budget: int
     target: float | None = None
-    mode: str = "max"
-    patience: int | None = None  # rounds without improvement before stopping
+    objective: Objective = field(default_factory=lambda: Objective("value"))
+    patience: int | None = None  # rounds that evaluated something without improvement before stopping
 
     def reached_target(self, best: float | None) -> bool:
-        if self.target is None or best is None:
-            return False
-        return best >= self.target if self.mode == "max" else best <= self.target
+        return self.objective.reached(best, self.target)
 
     def reason(self, evaluated: int, best: float | None, stale_rounds: int = 0) -> str | None:
         if evaluated >= self.budget:
@@ -99,11 +96,11 @@ class StopRule:
 class Coordinator:
     """Screens, tops up, budgets and stops a search."""
 
-    def __init__(self, check: CheckFn, stop: StopRule, batch_size: int,
+    def __init__(self, checker: Any, stop: StopRule, batch_size: int,
                  fallback: SearchStrategy | None = None) -> None:
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
-        self.check = check  # the validity tool (batch of codes -> reports)
+        self.checker = checker  # the run's ValidityChecker: problems with reasons
         self.stop = stop
         self.batch_size = batch_size
         self.fallback = fallback  # the LLM-free strategy that tops up short batches (None: uniform)
@@ -131,15 +128,14 @@ class Coordinator:
                 result.duplicates.append(code)
             else:
                 unique.append(code)
-        reports = self.check(unique) if unique else []
-        for report in reports:
-            if report["valid"]:
-                if len(result.accepted) < quota:
-                    result.accepted.append(report["ncode"])
-                else:
-                    result.ranked_out += 1
+        for code in unique:
+            problems = self.checker.problems(code)
+            if problems:
+                result.illegal[code] = [p.message for p in problems]
+            elif len(result.accepted) < quota:
+                result.accepted.append(code)
             else:
-                result.illegal[report["ncode"]] = [p["message"] for p in report["problems"]]
+                result.ranked_out += 1
         missing = quota - len(result.accepted)
         if missing > 0 and top_up:
             result.topped_up = self.top_up(ctx, missing, exclude=held | set(result.accepted))

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from collm_nas.agents.roles import Objective, RoundContext, Trial
-from collm_nas.spaces.space import SearchSpace
+from collm_nas.core import Objective, RoundContext, SearchGoal, SearchSpace, Trial
 
 # Resource figures worth showing beside the searched metric (first found wins).
 _RESOURCE_HINTS = ("params_mb", "flops_m")
@@ -21,7 +20,7 @@ def fmt(value: float | None) -> str:
     return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.3e}"
 
 
-def trial_line(space: SearchSpace, trial: Trial, objective: Objective | None) -> str:
+def trial_line(space: SearchSpace, trial: Trial, objective: SearchGoal | None) -> str:
     """``333132  <arch>  cifar10_valid=91.61 params_mb=1.53`` (failed trials say so)."""
     arch = space.format_arch(trial.ncode)
     if not trial.ok:
@@ -38,17 +37,15 @@ def trial_line(space: SearchSpace, trial: Trial, objective: Objective | None) ->
     return f"{trial.ncode}  {arch}  " + " ".join(parts)
 
 
-def ranked(trials: Sequence[Trial], mode: str) -> list[Trial]:
-    ok = [t for t in trials if t.ok]
-    ok.sort(key=lambda t: t.value, reverse=(mode == "max"))
-    return ok
+def ranked(trials: Sequence[Trial], objective: Objective) -> list[Trial]:
+    return objective.ranked(trials)
 
 
 def best_lines(ctx: RoundContext, k: int = 5) -> str:
-    top = ranked(ctx.history.trials(), ctx.mode)[:k]
+    top = ranked(ctx.history.trials(), ctx.objective)[:k]
     if not top:
         return "(nothing evaluated yet)"
-    return "\n".join(trial_line(ctx.space, t, ctx.objective) for t in top)
+    return "\n".join(trial_line(ctx.space, t, ctx.goal) for t in top)
 
 
 def last_round_lines(ctx: RoundContext, limit: int = 12) -> str:
@@ -56,8 +53,8 @@ def last_round_lines(ctx: RoundContext, limit: int = 12) -> str:
     trials = ctx.history.in_round(ctx.round - 1)
     if not trials:
         return "(no previous round)"
-    shown = ranked(trials, ctx.mode) + [t for t in trials if not t.ok]
-    lines = [trial_line(ctx.space, t, ctx.objective) for t in shown[:limit]]
+    shown = ranked(trials, ctx.objective) + [t for t in trials if not t.ok]
+    lines = [trial_line(ctx.space, t, ctx.goal) for t in shown[:limit]]
     if len(trials) > limit:
         lines.append(f"... and {len(trials) - limit} more")
     return "\n".join(lines)
@@ -76,7 +73,7 @@ def option_stats(ctx: RoundContext) -> str:
         for idx, option in enumerate(d.options):
             values = [t.value for t, ix in zip(trials, indices) if ix[pos] == idx]
             if values:
-                best = max(values) if ctx.mode == "max" else min(values)
+                best = ctx.objective.direction.best(values)
                 cells.append(f"{option} {len(values)}/{fmt(sum(values) / len(values))}/{fmt(best)}")
             else:
                 cells.append(f"{option} untried")
@@ -90,7 +87,7 @@ def avoid_list(ctx: RoundContext, limit: int = 40) -> str:
     if not trials:
         return "(none)"
     picked: list[str] = []
-    for t in ranked(trials, ctx.mode)[: limit // 2] + list(reversed(trials)):
+    for t in ranked(trials, ctx.objective)[: limit // 2] + list(reversed(trials)):
         if t.ncode not in picked:
             picked.append(t.ncode)
         if len(picked) >= limit:
@@ -101,7 +98,7 @@ def avoid_list(ctx: RoundContext, limit: int = 40) -> str:
     return text
 
 
-def objective_text(objective: Objective | None) -> str:
+def objective_text(objective: SearchGoal | None) -> str:
     if objective is None:
         return "maximises the searched metric."
     goal = "maximises" if objective.mode == "max" else "minimises"

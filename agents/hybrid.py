@@ -15,9 +15,15 @@ same corrective follow-up and fallback top-up as CoLLM-NAS.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from langchain_core.tools import StructuredTool
+from pydantic import BaseModel, Field
+
 from collm_nas.agents.collm import LLMGenerator, LLMNavigator
 from collm_nas.agents.lmsearcher import learned_ranking
-from collm_nas.agents.roles import Feedback, RoundContext, SearchStrategy, Strategy
+from collm_nas.core import Feedback, RoundContext, SearchStrategy, Strategy
+from collm_nas.tools.messages import validation_message
 from collm_nas.tools.pools import proposal_pool
 
 # Candidates asked of the Generator per architecture the round evaluates.
@@ -26,8 +32,16 @@ OVERSAMPLE = 4
 MAX_ASK = 24
 
 
+class HybridNavigator(LLMNavigator):
+    """CoLLM-NAS's Navigator, which may also ask the learned ranker about candidate codes (``rank_pool``)."""
+
+    tools = (*LLMNavigator.tools, "rank_pool")
+
+
 class RankedProposalGenerator(LLMGenerator):
     """Asks the LLM for ``oversample`` times the quota and returns the proposals ranked."""
+
+    tools = (*LLMGenerator.tools, "rank_pool")
 
     def __init__(self, oversample: int = OVERSAMPLE, max_ask: int = MAX_ASK, acquisition: str = "ei") -> None:
         if oversample < 1 or max_ask < 1:
@@ -62,10 +76,37 @@ class RankedProposalGenerator(LLMGenerator):
         return learned_ranking(ctx, pool, self.acquisition) + rest
 
 
+class RankArgs(BaseModel):
+    codes: list[str] = Field(description="candidate NCodes to rank", min_length=1, max_length=64)
+
+
+def make_learned_rank_tool(context: Callable[[], RoundContext]) -> StructuredTool:
+    """``rank_pool``: the run's learned ranker orders candidate codes (legal, unseen ones; the rest are named)."""
+
+    def rank_pool(codes: list[str]) -> dict:
+        ctx = context()
+        seen = {t.ncode for t in ctx.history.trials()}
+        pool = proposal_pool(codes, ctx.is_legal, exclude=seen)
+        ranked = learned_ranking(ctx, pool)
+        skipped = [c for c in dict.fromkeys(str(c).strip() for c in codes) if c not in set(pool)]
+        return {"ranked_best_first": ranked,
+                "left_out": {c: ("already evaluated" if c in seen else "illegal") for c in skipped}}
+
+    return StructuredTool.from_function(
+        func=rank_pool,
+        name="rank_pool",
+        description=("Order candidate NCodes by how promising the learned ranker (a Gaussian process fitted on this "
+                     "run's results) finds them, best first; illegal or already evaluated codes are left out."),
+        args_schema=RankArgs,
+        handle_tool_error=True,
+        handle_validation_error=validation_message,
+    )
+
+
 def hybrid_search(batch_size: int = 5) -> SearchStrategy:
     return SearchStrategy(
         "hybrid",
-        LLMNavigator(),
+        HybridNavigator(),
         RankedProposalGenerator(),
         batch_size,
         "Hybrid: the CoLLM-NAS Navigator and Generator propose several candidates per slot, "

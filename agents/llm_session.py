@@ -23,7 +23,7 @@ from langchain_core.language_models import BaseChatModel
 from collm_nas.agents.chat_models import ROLES, RoleModelConfig, endpoint_configured, role_config
 from collm_nas.agents.local_model import INSTALL_HINT, LocalModelServer, local_model_available
 from collm_nas.agents.structured import StructuredChat
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 
 LLM_CHOICES = ("auto", "endpoint", "local", "none")
 # The embedded model shares the CPU with everything else: give one answer time.

@@ -21,12 +21,12 @@ from functools import lru_cache
 from collm_nas.agents.baselines import sample_new
 from collm_nas.agents.chat_models import LLMUnavailable
 from collm_nas.agents.collm import LLM_COOLDOWN_ROUNDS, llm_ready
-from collm_nas.agents.roles import Generator, Navigator, RoundContext, SearchStrategy, Strategy
+from collm_nas.core.strategy import Generator, Navigator, RoundContext, SearchStrategy, Strategy
 from collm_nas.agents.surrogate import LearnedRanker, PriorModel
-from collm_nas.spaces.space import SearchSpace
+from collm_nas.core.space import SearchSpace
 from collm_nas.tools.grammar import legal_codes
 from collm_nas.tools.pools import sample_pool
-from collm_nas.tools.ranker import LLMRanker
+from collm_nas.agents.ranker import LLMRanker
 
 # Pool the learned ranker scores when the space is too large to score whole.
 LEARNED_POOL = 4000
@@ -102,7 +102,7 @@ class RankingNavigator(Navigator):
             pool = draw()
             if not pool:
                 break
-            objective = ctx.objective
+            objective = ctx.goal
             try:
                 outcome = self.llm_ranker.pick(
                     chat, ctx.space, ctx.history.trials(), pool, mode=ctx.mode, redraw=draw,

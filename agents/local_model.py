@@ -40,7 +40,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 
 __all__ = [
     "DEFAULT_N_CTX",

@@ -36,7 +36,7 @@ from collm_nas.agents.chat_models import (
     call_with_retry,
     make_chat_model,
 )
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +348,7 @@ class StructuredChat:
 
         Raises :class:`~collm_nas.agents.chat_models.LLMUnavailable` when
         transient failures use up the retry policy and
-        :class:`~collm_nas.errors.UserError` for a fatal refusal.
+        :class:`~collm_nas.core.errors.UserError` for a fatal refusal.
         """
         started = time.monotonic()
         attempts = 0
@@ -394,6 +394,56 @@ class StructuredChat:
             attempts=attempts,
             error=None if value is not None else error,
         )
+
+
+    # -- a turn of a tool conversation
+
+    def converse(
+        self,
+        messages: list[BaseMessage],
+        *,
+        output_model: type[T],
+        tools: list[Any],
+        force_answer: bool = False,
+        parse_text: Callable[[str], BaseModel | None] | None = None,
+        tool_choice: str | None = None,
+    ) -> tuple[CallResult[T], AIMessage] | None:
+        """One model turn where the model may call ``tools`` or answer as a call of ``output_model``.
+
+        With ``force_answer`` the model must answer (``tool_choice`` names the
+        answer); ``tool_choice`` may also name one of ``tools`` the model must call. Returns the parsed answer (``value`` None when the model only
+        called tools) and the model's message; None when the server refuses
+        tool calling (the mode is downgraded: the caller takes the direct path).
+        """
+        started = time.monotonic()
+        answer_name = output_model.__name__
+        choice = answer_name if force_answer else (tool_choice or "auto")
+        runnable = self.chat_model.bind_tools([*tools, output_model], tool_choice=choice)
+        try:
+            response, attempts = call_with_retry(
+                lambda: runnable.invoke(messages), self.cfg.retry, describe=self.describe, role=self.cfg.role,
+                decoding_keywords=MODE_KEYWORDS["tools"])
+        except DecodingUnsupported as exc:
+            fallback = self._next_mode("tools")
+            log.warning("%s does not take tool calls (%s); using %s from now on", self.describe, exc, fallback)
+            self._mode = fallback or "text"
+            return None
+        calls = getattr(response, "tool_calls", None) or []
+        answers = [c for c in calls if c.get("name") == answer_name]
+        text = _message_text(response)
+        if answers:
+            args = answers[0].get("args") or {}
+            value, error = parse_output(json.dumps(args), output_model, args=args, parse_text=parse_text)
+            text = json.dumps(args)
+        elif calls:
+            value, error = None, None  # only tools asked for: the conversation goes on
+        else:
+            value, error = parse_output(text, output_model, parse_text=parse_text, prefer_parse_text=True)
+        prompt_tokens, completion_tokens = _token_counts(response)
+        result = CallResult(value=value, text=text, mode="tools", prompt_tokens=prompt_tokens,
+                            completion_tokens=completion_tokens, latency_s=time.monotonic() - started,
+                            attempts=attempts, error=None if value is not None else error)
+        return result, response
 
 
 __all__ = [

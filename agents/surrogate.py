@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import torch
 
-from collm_nas.spaces.space import NCODE_ALPHABET, SearchSpace
+from collm_nas.core.space import NCODE_ALPHABET, SearchSpace
 
 __all__ = ["featurize", "LearnedRanker", "PriorModel"]
 
@@ -99,7 +99,7 @@ def featurize(
                 rows = torch.nonzero(active[p] & active[q]).flatten()
                 block[rows, idx[rows, p] * opts[q] + idx[rows, q]] = 1.0
                 blocks.append(block)
-    if hook and callable(getattr(space, "features", None)):
+    if hook and space.provides_features:
         extra = torch.as_tensor(space.features(list(codes)), dtype=_DTYPE).reshape(n, -1)
         blocks.append(extra)
     return torch.cat(blocks, dim=1) if blocks else torch.zeros((n, 0), dtype=_DTYPE)
@@ -214,7 +214,7 @@ class LearnedRanker:
         self.fit_steps, self.refit_steps = fit_steps, refit_steps
         self.max_fit_points, self.max_var_flops = max_fit_points, max_var_flops
         self.theta0 = theta0
-        self.use_hook = use_hook and callable(getattr(space, "features", None))
+        self.use_hook = use_hook and space.provides_features
         self.priors: list[PriorModel] = []
         for i, entry in enumerate(prior or ()):
             if isinstance(entry, PriorModel):  # built once, reused round after round
@@ -348,7 +348,7 @@ class LearnedRanker:
         return self
 
     def fit_trials(self, trials: Sequence) -> LearnedRanker:
-        """Fit on :class:`~collm_nas.agents.roles.Trial` records (only the ``ok`` ones count)."""
+        """Fit on :class:`~collm_nas.core.strategy.Trial` records (only the ``ok`` ones count)."""
         good = [t for t in trials if getattr(t, "ok", False)]
         return self.fit([t.ncode for t in good], [t.value for t in good])
 

@@ -28,7 +28,7 @@ from collm_nas.evaluators.nb201_table import load_table
 from collm_nas.evaluators.proxies import PROXIES, ProxyConfig, proxy_scores
 from collm_nas.evaluators.ranking import kendall_tau, kendall_tau_null_se, ranks
 from collm_nas.evaluators.supernet import sample_path
-from collm_nas.settings import load_settings
+from collm_nas.core.settings import load_settings
 
 COLUMNS = ("cifar10_valid", "cifar100_test", "imagenet16_test")
 

@@ -26,10 +26,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from collm_nas import Workspace
-from collm_nas.agents import LLM_FREE_STRATEGIES, STRATEGIES
+from collm_nas.agents import STRATEGIES, llm_free_names
 from collm_nas.evaluators.nb201_table import DATASETS, load_table
 from collm_nas.plotting import best_so_far, plot_curves
-from collm_nas.settings import Settings
+from collm_nas.core.settings import Settings
 
 DEFAULT_DATASETS = ("cifar10", "cifar100", "imagenet16")
 # Warm starts from ANOTHER dataset's results, never the target's own.
@@ -41,7 +41,7 @@ LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet16": "ImageNe
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--strategies", nargs="+", default=list(LLM_FREE_STRATEGIES), choices=list(STRATEGIES))
+    p.add_argument("--strategies", nargs="+", default=list(llm_free_names()), choices=list(STRATEGIES))
     p.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS), choices=list(DATASETS))
     p.add_argument("--seeds", type=int, default=20, help="number of seeds (0..N-1) per cell; default 20")
     p.add_argument("--budget", type=int, default=100, help="evaluations per search; default 100")

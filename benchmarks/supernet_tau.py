@@ -40,7 +40,7 @@ from collm_nas.evaluators.supernet import (
     sample_path,
 )
 from collm_nas.evaluators.trainer import TrainConfig, train_architecture
-from collm_nas.settings import load_settings
+from collm_nas.core.settings import load_settings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

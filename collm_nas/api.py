@@ -1,8 +1,8 @@
-"""The Python API: start, resume and inspect searches.
+"""The Python API: start, resume, approve, fork and read searches.
 
-    from collm_nas import Workspace
+    from collm_nas import RunConfig, Workspace
     ws = Workspace("runs")
-    result = ws.search(space="nb201", dataset="cifar10", strategy="rea", budget=100, seed=0)
+    result = ws.search(RunConfig(strategy="rea", budget=100), seed=1)   # a spec, keyword overrides, or both
     print(result.best.ncode, result.best.metrics)
     for trial in ws.run(result.run_id).trials():
         ...
@@ -11,47 +11,66 @@ A :class:`Workspace` is a runs directory: one SQLite file holding the
 LangGraph checkpoints (thread id = run id) and the trial store; or, with
 ``store="postgres://..."`` (``COLLM_NAS_STORE``), a PostgreSQL database
 holding both, shared by every machine that names it.
+
+Reading a run (:class:`Run`: trials, rounds, result, LLM figures) needs only
+the store, never the run's evaluator or strategy code.
 """
 
 from __future__ import annotations
 
 import json
 import queue
-import re
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
+from pydantic import ValidationError
 
-from collm_nas.agents import Trial, make_strategy
-from collm_nas.errors import UserError
-from collm_nas.evaluators import DEFAULT_DATASETS, TrialResult
+from collm_nas.agents import make_strategy
+from collm_nas.core import (AWAITING, FAILED, FINISHED, INTERRUPTED, Objective, RunConfig, RunInfo, Settings, Trial,
+                            TrialStore, UserError, load_settings)
+from collm_nas.engine.figures import summarise_llm_rounds
+from collm_nas.engine.loop import SearchLoop, initial_state
+from collm_nas.engine.prepare import check_run_id, open_loop, prepare_run
 from collm_nas.evaluators.parallel import require_backend
-from collm_nas.graphs.components import components_for, open_store
-from collm_nas.graphs.approval import apply_edit, parse_reply
 from collm_nas.graphs.graph import FINISH as FINISH_NODE
 from collm_nas.graphs.graph import NAVIGATOR, build_graph
 from collm_nas.graphs.graph import RECORD as RECORD_NODE
-from collm_nas.graphs.state import RunConfig, SearchContext
-from collm_nas.graphs.locator import is_postgres
-from collm_nas.graphs.store import (AWAITING, FAILED, FINISHED, INTERRUPTED, BaseTrialStore, RunInfo,
-                                    TrialStore)
-from collm_nas.settings import Settings, load_settings
-from collm_nas.spaces import BUILTIN_SPACES, load_space_file
+from collm_nas.graphs.state import SearchContext
+from collm_nas.storage import Checkpointer, open_trial_store, parse_store
+from collm_nas.storage.history import RunHistory
 
 if TYPE_CHECKING:  # the LLM stack is imported only by runs that use it
     from collm_nas.agents.llm_session import LLMRoles
 
 ProgressFn = Callable[[dict[str, Any]], None]
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def spec_from(config: RunConfig | dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
+    """A :class:`RunConfig` from a spec (or a dict of its fields) and keyword overrides; one-line errors."""
+    base = config.model_dump() if isinstance(config, RunConfig) else dict(config or {})
+    try:
+        return RunConfig.model_validate({**base, **overrides})
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "spec"
+        if err["type"] == "extra_forbidden":
+            raise UserError(f"unknown search setting '{where}'; the settings are RunConfig's fields "
+                            f"({', '.join(RunConfig.model_fields)})") from None
+        got, ctx = err.get("input"), err.get("ctx") or {}
+        if err["type"] in ("greater_than_equal", "greater_than") and ("ge" in ctx or "gt" in ctx):
+            least = ctx.get("ge", ctx.get("gt"))
+            raise UserError(f"{where} must be at least {least}{'' if 'ge' in ctx else ' (exclusive)'}, "
+                            f"got {got!r}") from None
+        if err["type"] in ("less_than_equal", "less_than") and ("le" in ctx or "lt" in ctx):
+            raise UserError(f"{where} must be at most {ctx.get('le', ctx.get('lt'))}, got {got!r}") from None
+        raise UserError(f"bad search setting {where}: {err['msg']} (got {repr(got)[:80]})") from None
 
 
 @dataclass
@@ -98,7 +117,7 @@ class SearchResult:
 
 
 class Run:
-    """A stored run: its configuration, status, trials and round figures."""
+    """A stored run: its spec, status, trials and round figures (read from the store alone)."""
 
     def __init__(self, store: TrialStore, info: RunInfo) -> None:
         self.store = store
@@ -116,19 +135,29 @@ class Run:
     def status(self) -> str:
         return self.info.display_status
 
-    def trials(self, top: int | None = None, mode: str | None = None) -> list[Trial]:
+    @property
+    def objective(self) -> Objective:
+        config = self.config
+        return Objective(config.metric or "value", config.mode)
+
+    @property
+    def searched_metric(self) -> str:
+        return self.config.metric or "value"
+
+    @property
+    def reported_metric(self) -> str:
+        config = self.config
+        return config.reported_metric or config.metric or "value"
+
+    def trials(self, top: int | None = None) -> list[Trial]:
         """Trials in evaluation order, or the ``top`` best by the searched metric."""
         trials = self.store.trials(self.run_id)
         if top is None:
             return trials
-        mode = mode or self.config.mode
-        ok = [t for t in trials if t.ok]
-        ok.sort(key=lambda t: t.value, reverse=(mode == "max"))
-        return ok[:top]
+        return self.objective.ranked(trials)[:top]
 
     def best(self) -> Trial | None:
-        best = self.trials(top=1)
-        return best[0] if best else None
+        return self.objective.best(self.store.trials(self.run_id))
 
     def rounds(self) -> list[dict[str, Any]]:
         return self.store.rounds(self.run_id)
@@ -137,58 +166,24 @@ class Run:
         """The run's LLM figures over all rounds (None for LLM-free runs)."""
         return summarise_llm_rounds(self.rounds())
 
-
-def _planned_note(rounds: list[dict[str, Any]]) -> str:
-    skipped = sum(1 for r in rounds if r.get("llm_planned") is False)
-    return f", {skipped} needed none" if skipped else ""
-
-
-def summarise_llm_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
-    llm_rounds = [r for r in rounds if "llm" in r]
-    if not llm_rounds:
-        return None
-
-    def total(key: str) -> int:
-        return sum(int(r.get(key) or 0) for r in llm_rounds)
-
-    proposed = total("proposed")
-    calls = sum(r["llm"]["calls"] for r in llm_rounds)
-    latency = sum(r["llm"]["latency_s"] for r in llm_rounds)
-    modes: dict[str, list[str]] = {}
-    for r in llm_rounds:
-        for role, mode in r["llm"]["modes"].items():
-            if mode and mode not in modes.setdefault(role, []):
-                modes[role].append(mode)
-    nav_tokens = {r["round"]: r["llm"]["prompt_tokens_by_role"]["navigator"] for r in llm_rounds
-                  if r["llm"]["prompt_tokens_by_role"].get("navigator")}
-    shown = sorted(nav_tokens)
-    if len(shown) > 6:
-        shown = shown[:2] + shown[len(shown) // 2: len(shown) // 2 + 1] + shown[-2:]
-    return {
-        "rounds": len(rounds),
-        "llm_rounds": sum(1 for r in llm_rounds if r["llm"]["calls"] > r["llm"]["failed_calls"]),
-        # Rounds where a call failed, or that the strategy meant for the LLM but ran without one.
-        "fallback_rounds": sum(1 for r in llm_rounds if r["llm"]["failed_calls"]
-                               or (r["llm"]["calls"] == 0 and r.get("llm_planned", True))),
-        "planned_note": _planned_note(llm_rounds),
-        "proposed": proposed,
-        "illegal": total("illegal"),
-        "duplicates": total("duplicates"),
-        "accepted": total("accepted"),
-        "topped_up": total("topped_up"),
-        "ranked_out": total("ranked_out"),
-        "corrections": total("corrections"),
-        "illegal_rate": total("illegal") / proposed if proposed else 0.0,
-        "duplicate_rate": total("duplicates") / proposed if proposed else 0.0,
-        "calls": calls,
-        "failed_calls": sum(r["llm"]["failed_calls"] for r in llm_rounds),
-        "prompt_tokens": sum(r["llm"]["prompt_tokens"] for r in llm_rounds),
-        "completion_tokens": sum(r["llm"]["completion_tokens"] for r in llm_rounds),
-        "latency_s": latency,
-        "latency_per_call_s": latency / calls if calls else 0.0,
-        "modes": modes,
-        "navigator_prompt_tokens": {r: nav_tokens[r] for r in shown},
-    }
+    def result(self, seconds: float = 0.0) -> SearchResult:
+        trials = self.store.trials(self.run_id)
+        best = self.objective.best(trials)
+        config = self.config
+        return SearchResult(
+            run_id=self.run_id,
+            status=self.status,
+            stop_reason=self.info.stop_reason,
+            evaluations=len(trials),
+            budget=config.budget,
+            best=best,
+            found_at=next((i + 1 for i, t in enumerate(trials) if best and t.ncode == best.ncode), None),
+            searched_metric=self.searched_metric,
+            reported_metric=self.reported_metric,
+            metric_note=config.metric_note or "",
+            seconds=seconds,
+            config=self.info.config,
+        )
 
 
 class SearchStopped(KeyboardInterrupt):
@@ -196,14 +191,14 @@ class SearchStopped(KeyboardInterrupt):
 
 
 class Workspace:
-    """A runs directory: start, resume, list and read searches."""
+    """A runs directory (or a PostgreSQL store): start, resume, approve, fork, list and read searches."""
 
     def __init__(self, runs_dir: str | Path | None = None, *, settings: Settings | None = None,
                  table_path: str | Path | None = None, store: str | None = None) -> None:
         self.settings = settings or load_settings()
         # ``store`` (else COLLM_NAS_STORE): a postgres:// URL shared by a team, or a SQLite file;
         # by default collm-nas.db in the runs folder.
-        locator = self.settings.store_locator(runs_dir, store)
+        locator = parse_store(self.settings.store_url(runs_dir, store))
         self.store_url = locator.target  # the store locator; a URL may hold a password: never print it
         if locator.kind == "sqlite":
             self._db_path: Path | None = Path(locator.target)
@@ -214,7 +209,7 @@ class Workspace:
             self.runs_dir = Path(runs_dir or self.settings.runs_dir).expanduser()
             self.location = locator.display
         self.table_path = self.settings.table_path(table_path)
-        self.store: BaseTrialStore = open_store(self.store_url)
+        self.store: TrialStore = _open_store(self.store_url)
 
     @property
     def db_path(self) -> Path:
@@ -233,118 +228,34 @@ class Workspace:
             raise UserError(f"unknown run '{run_id}'; 'collm-nas runs' lists the runs in {self.location}")
         return Run(self.store, info)
 
+    def result(self, run_id: str, seconds: float = 0.0) -> SearchResult:
+        return self.run(run_id).result(seconds)
+
     # --------------------------------------------------------------- running
-    def search(
-        self,
-        *,
-        space: str = "nb201",
-        dataset: str | None = None,
-        strategy: str = "rea",
-        budget: int = 100,
-        seed: int = 0,
-        evaluator: str = "table",
-        batch_size: int | None = None,
-        constraints: Sequence[str] = (),
-        target: float | None = None,
-        metric: str | None = None,
-        mode: str = "max",
-        run_id: str | None = None,
-        on_progress: ProgressFn | None = None,
-        patience: int | None = None,
-        llm: str = "auto",
-        llm_options: dict[str, Any] | None = None,
-        llm_roles: "LLMRoles | None" = None,
-        fallback: str = "local",
-        prior: Sequence[str] = (),
-        backend: str | None = None,
-        workers: int | None = None,
-        train_options: dict[str, Any] | None = None,
-        approval: str = "never",
-        approval_threshold_s: float | None = None,
-    ) -> SearchResult:
-        """Start a new search and run it to its end (budget, target, patience, or exhausted space).
+    def search(self, config: RunConfig | dict[str, Any] | None = None, *, run_id: str | None = None,
+               on_progress: ProgressFn | None = None, llm_roles: "LLMRoles | None" = None,
+               **overrides: Any) -> SearchResult:
+        """Start a new search and run it to its end (budget, target, patience, exhausted space) or its first pause.
 
-        ``evaluator`` is ``table`` (NAS-Bench-201 results; ``dataset`` cifar10 by
-        default, cifar100 or imagenet16), ``train`` (real training of every
-        architecture of ``nb201`` or ``mbv3``; ``dataset`` digits by default,
-        cifar10, cifar100, torchvision:NAME or imagefolder:PATH; ``train_options``
-        such as ``{"epochs": 20, "channels": 16, "data_dir": "~/data"}``),
-        ``supernet`` (nb201 weights inherited from a supernet trained once and
-        cached in ``RUNS_DIR/supernets``; ``train_options`` of
-        :class:`SupernetConfig`), ``proxy`` (nb201 zero-cost proxies;
-        ``{"proxy": "naswot"}``...) or a ``module.path:function``.
-
-        ``backend`` evaluates each batch ``serial`` (in this process), on a ``process``
-        pool or on ``ray`` with ``workers`` concurrent evaluations (defaults:
-        ``COLLM_NAS_BACKEND`` / ``COLLM_NAS_WORKERS``); the results are the same on all.
-
-        LLM strategies (``collm``) talk to ``llm``: ``auto`` (a configured
-        endpoint, else the local model, else none: the LLM-free ``fallback``
-        runs and ``on_progress`` gets a warning), ``endpoint``, ``local`` or
-        ``none``; ``llm_roles`` passes your own LangChain chat models.
-        ``llm_options`` sets role options such as ``{"model": ..., "generator.temperature": 0.2}``.
-
-        ``approval`` (``never``, ``every_round`` or ``over_cost`` with
-        ``approval_threshold_s``) pauses the search before a batch is evaluated:
-        the call returns with status ``awaiting approval``;
-        :meth:`pending_approval` shows the batch and :meth:`approve` answers and
-        goes on.
+        ``config`` is a :class:`RunConfig` (or a dict of its fields); keyword
+        ``overrides`` set fields by name (``strategy="rea", budget=100, ...``).
+        See :class:`RunConfig` for every field: ``evaluator`` (``table``,
+        ``train``, ``supernet``, ``proxy`` or ``module:attribute``),
+        ``strategy`` (a registered name or ``module:attribute``), ``llm``
+        (``auto``, ``endpoint``, ``local``, ``none``; ``llm_roles`` passes your
+        own LangChain chat models), ``approval`` (``never``, ``every_round``,
+        ``over_cost``: the call returns with status ``awaiting approval``, and
+        :meth:`pending_approval` / :meth:`approve` go on), ``backend`` and
+        ``workers``...
         """
-        definition = None
-        if space not in BUILTIN_SPACES and space.lower().endswith((".yaml", ".yml", ".json")):
-            definition = load_space_file(space).to_dict()
-        config = RunConfig(
-            space=space,
-            space_definition=definition,
-            evaluator=evaluator,
-            dataset=dataset if dataset is not None else DEFAULT_DATASETS.get(evaluator, "cifar10"),
-            train_options=_with_supernet_cache(evaluator, train_options, self.runs_dir),
-            strategy=strategy,
-            budget=budget,
-            seed=seed,
-            batch_size=batch_size,
-            constraints=list(constraints),
-            target=target,
-            metric=metric,
-            mode=mode,  # type: ignore[arg-type]
-            patience=patience,
-            fallback=fallback,
-            prior=list(prior),
-            backend=backend or self.settings.backend,
-            workers=workers if workers is not None else self.settings.workers,
-            approval=approval,  # type: ignore[arg-type]
-            approval_threshold_s=approval_threshold_s,
-        )
-        if approval == "over_cost" and approval_threshold_s is None:
-            raise UserError("approval over_cost needs a threshold; give approval_threshold_s "
-                            "(--approval-threshold SECONDS)")
-        note = None
-        if make_strategy(strategy).uses_llm:
-            from collm_nas.agents.llm_session import check_role_options, resolve_llm
-
-            config.llm_options = check_role_options(llm_options or {})
-            if llm_roles is not None:
-                config.llm = "custom"
-            else:
-                config.llm, note = resolve_llm(llm)  # type: ignore[assignment]
-                if note:
-                    chosen = make_strategy(strategy)
-                    note += (f": the LLM-free fallback strategy '{fallback}' runs instead" if chosen.needs_llm
-                             else f": {strategy} uses its learned ranker")
-        run_id = run_id or self._new_run_id(config)
-        if not _RUN_ID.match(run_id):
-            raise UserError(f"bad run id '{run_id}'; use letters, digits, '.', '_' and '-' (at most 100)")
-        if self.store.get_run(run_id) is not None:
-            raise UserError(f"run '{run_id}' already exists; resume it with 'collm-nas resume {run_id}' or pick another --run-id")
-        components_for(self.store_url, run_id, config, self.table_path)  # validates the whole configuration
-        require_backend(config.backend)  # e.g. Ray installed, before the run exists
-        _prepare(components_for(self.store_url, run_id, config, self.table_path).evaluator)  # data present
-        self.store.create_run(run_id, config.model_dump(mode="json"))
-        initial = {"run_id": run_id, "config": config.model_dump(mode="json"), "round": 0, "evaluated": 0,
-                   "memory": {}, "best": None, "stop_reason": None}
-        if note and on_progress is not None:
-            on_progress({"event": "warning", "round": 0, "message": note})
-        return self._drive(run_id, config, initial, on_progress, llm_roles)
+        spec = spec_from(config, **overrides)
+        prepared = prepare_run(spec, store=self.store, locator=self.store_url, settings=self.settings,
+                               table_path=self.table_path, run_id=run_id, runs_dir=self.runs_dir,
+                               custom_llm=llm_roles is not None)
+        if prepared.note and on_progress is not None:
+            on_progress({"event": "warning", "round": 0, "message": prepared.note})
+        return self._drive(prepared.run_id, prepared.config, initial_state(prepared.run_id), on_progress, llm_roles,
+                           loop=prepared.loop)
 
     def resume(self, run_id: str, on_progress: ProgressFn | None = None,
                llm_roles: "LLMRoles | None" = None) -> SearchResult:
@@ -362,21 +273,14 @@ class Workspace:
             raise UserError(f"run '{run_id}' is waiting for approval of its batch; answer with "
                             f"'collm-nas approve {run_id} --decision approve|edit|reject' (or resume --approve)")
         config = run.config
-        if config.llm == "custom" and llm_roles is None:
-            raise UserError(f"run '{run_id}' used chat models passed to the API; resume it from Python with "
-                            "Workspace.resume(run_id, llm_roles=...)")
-        if config.llm in ("endpoint", "local") and llm_roles is None and make_strategy(config.strategy).uses_llm:
-            from collm_nas.agents.llm_session import resolve_llm
-
-            resolve_llm(config.llm)  # the run's LLM must still be reachable here; one-line error if not
-        components_for(self.store_url, run_id, config, self.table_path)
-        require_backend(config.backend)
-        _prepare(components_for(self.store_url, run_id, config, self.table_path).evaluator)
-        with self._checkpointer() as saver:
+        self._check_llm(run_id, config, llm_roles)
+        loop = self._loop(run_id, config)
+        require_backend(config.backend or "serial")
+        loop.evaluator.prepare()
+        with Checkpointer(self.store_url) as saver:
             snapshot = build_graph(saver).get_state({"configurable": {"thread_id": run_id}})
         if not snapshot.values:
-            graph_input: dict | None = {"run_id": run_id, "config": config.model_dump(mode="json"), "round": 0,
-                                        "evaluated": 0, "memory": {}, "best": None, "stop_reason": None}
+            graph_input: dict | None = initial_state(run_id)
         elif snapshot.tasks:
             # Tasks remain (``next`` alone is not enough: a task whose writes were
             # saved just before the interruption is listed in ``tasks`` only).
@@ -384,32 +288,28 @@ class Workspace:
         else:  # the graph ended but the process died before the status was written
             self.store.set_status(run_id, FINISHED, snapshot.values.get("stop_reason"))
             return self.result(run_id)
-        return self._drive(run_id, config, graph_input, on_progress, llm_roles, seen=info.updated_at)
-
-    def result(self, run_id: str, seconds: float = 0.0) -> SearchResult:
-        run = self.run(run_id)
-        comps = components_for(self.store_url, run_id, run.config, self.table_path)
-        trials = comps.history.trials()
-        best = comps.history.best()
-        return SearchResult(
-            run_id=run_id,
-            status=run.status,
-            stop_reason=run.info.stop_reason,
-            evaluations=len(trials),
-            budget=run.config.budget,
-            best=best,
-            found_at=next((i + 1 for i, t in enumerate(trials) if best and t.ncode == best.ncode), None),
-            searched_metric=comps.evaluator.searched_metric,
-            reported_metric=comps.evaluator.reported_metric,
-            metric_note=comps.evaluator.metric_note,
-            seconds=seconds,
-            config=run.info.config,
-        )
+        return self._drive(run_id, config, graph_input, on_progress, llm_roles, seen=info.updated_at, loop=loop)
 
     # -------------------------------------------------------------- plumbing
+    def _loop(self, run_id: str, config: RunConfig) -> SearchLoop:
+        return open_loop(run_id, config, self.store, self.store_url, self.table_path)
+
+    def _check_llm(self, run_id: str, config: RunConfig, llm_roles: "LLMRoles | None") -> None:
+        """The run's LLM must still be reachable here; one-line error if not."""
+        if not make_strategy(config.strategy).uses_llm:
+            return
+        if config.llm == "custom" and llm_roles is None:
+            raise UserError(f"run '{run_id}' used chat models passed to the API; go on from Python with "
+                            "llm_roles=... (Workspace.resume / approve / fork)")
+        if config.llm in ("endpoint", "local") and llm_roles is None:
+            from collm_nas.agents.llm_session import resolve_llm
+
+            resolve_llm(config.llm)
+
     @contextmanager
     def _llm(self, config: RunConfig, llm_roles: "LLMRoles | None", log_path: Path) -> Iterator["LLMRoles | None"]:
-        if not make_strategy(config.strategy).uses_llm or config.llm == "none":
+        strategy = make_strategy(config.strategy)
+        if not strategy.uses_llm or config.llm == "none":
             yield None
         elif llm_roles is not None:
             yield llm_roles
@@ -417,64 +317,75 @@ class Workspace:
             from collm_nas.agents.llm_session import open_llm
 
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            roles_needed = make_strategy(config.strategy).llm_roles
-            with open_llm(config.llm, config.llm_options, log_path=log_path, roles=roles_needed) as roles:
+            with open_llm(config.llm, config.role_options(), log_path=log_path, roles=strategy.llm_roles) as roles:
                 yield roles
 
-    def _new_run_id(self, config: RunConfig) -> str:
-        return make_run_id(config.strategy, run_label(config.evaluator, config.space, config.dataset))
-
-    def _checkpointer(self) -> "_Saver":
-        return _Saver(self.store_url)
-
-    def _drive(self, run_id: str, config: RunConfig, graph_input: dict | None,
-               on_progress: ProgressFn | None, llm_roles: "LLMRoles | None" = None, *,
-               seen: float | None = None) -> SearchResult:
+    def _drive(self, run_id: str, config: RunConfig, graph_input: Any, on_progress: ProgressFn | None,
+               llm_roles: "LLMRoles | None" = None, *, seen: float | None = None,
+               loop: SearchLoop | None = None) -> SearchResult:
         started = time.perf_counter()
         # One writer per run: a second process is refused here, and so is one that decided to go on
         # from a state (``seen``: the run's updated_at it read) that another process has changed since.
         self.store.claim(run_id, seen=seen)
-        run_config = {"configurable": {"thread_id": run_id}, "recursion_limit": 8 * config.budget + 50}
+        loop = loop or self._loop(run_id, config)
+        run_config = {"configurable": {"thread_id": run_id}, "recursion_limit": 12 * config.budget + 60}
         log_path = self.runs_dir / "logs" / f"{run_id}.llm-server.log"
+        keep = self.settings.keep_checkpoints
         try:
-            with self._checkpointer() as saver, self._llm(config, llm_roles, log_path) as roles:
-                context = SearchContext(db_path=self.store_url, table_path=self.table_path, llm=roles)
+            with Checkpointer(self.store_url) as saver, self._llm(config, llm_roles, log_path) as roles:
+                loop.use_llm(roles)
                 if roles is not None and on_progress is not None:
                     on_progress({"event": "llm", "source": roles.source, "roles": roles.describe()})
                 graph = build_graph(saver)
-                for event in graph.stream(graph_input, run_config, context=context, stream_mode="custom",
-                                          durability="sync"):
+                for event in graph.stream(graph_input, run_config, context=SearchContext(loop=loop),
+                                          stream_mode="custom", durability="sync"):
+                    if event.get("event") == "round" and event["round"] % PRUNE_EVERY_ROUNDS == 0:
+                        self.store.prune_checkpoints(run_id, keep)
                     if on_progress is not None:
                         on_progress(event)
+        # (A store that is itself down, or a run another process took over, must not mask the error: the
+        # status then stays as it is, and the run stays resumable.)
         except KeyboardInterrupt:
-            self.store.set_status(run_id, INTERRUPTED, "interrupted")
+            with suppress(UserError):
+                self.store.set_status(run_id, INTERRUPTED, "interrupted")
             raise
         except UserError:
-            self.store.set_status(run_id, INTERRUPTED)
+            with suppress(UserError):
+                self.store.set_status(run_id, INTERRUPTED)
             raise
         except Exception as e:
-            self.store.set_status(run_id, FAILED, f"error: {type(e).__name__}: {e}")
+            with suppress(UserError):
+                self.store.set_status(run_id, FAILED, f"error: {type(e).__name__}: {e}")
             raise
         finally:  # worker processes (or a Ray started for the run) do not outlive the call
-            self._evaluator(run_id, config).close()
+            loop.close()
+        self.store.prune_checkpoints(run_id, keep)
         pending = self.pending_approval(run_id)
         if pending is not None:  # paused at the approval gate: nobody is running it now
             self.store.set_status(run_id, AWAITING)
             if on_progress is not None:
                 on_progress({"event": "approval", "run_id": run_id, "round": pending["round"], "pause": pending})
             return self.result(run_id, seconds=time.perf_counter() - started)
-        self._evaluator(run_id, config).clear_spool()  # finished: nothing is waiting to be stored
+        loop.evaluator.clear_spool()  # finished: nothing is waiting to be stored
         self.store.release(run_id)  # (the finish node's status already did; a no-op then)
         return self.result(run_id, seconds=time.perf_counter() - started)
 
+    def prune(self, run_id: str, keep_recent: int | None = None) -> Any:
+        """Delete the run's old checkpoints: keep each round's last one and the ``keep_recent`` most recent."""
+        self.run(run_id)
+        keep = self.settings.keep_checkpoints if keep_recent is None else keep_recent
+        if keep < 1:
+            raise UserError(f"keep at least 1 recent checkpoint, got {keep}")
+        return self.store.prune_checkpoints(run_id, keep)
+
     # ------------------------------------------------------------- streaming
-    def iter_search(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    def iter_search(self, config: RunConfig | dict[str, Any] | None = None, **kwargs: Any) -> Iterator[dict[str, Any]]:
         """:meth:`search` as a stream of progress events (``round``, ``warning``, ``approval``, ...);
         the last one is ``{"event": "result", "result": SearchResult}``.
 
         Leaving the loop early stops the search after the evaluation in flight; it stays resumable.
         """
-        return self._iterate(self.search, kwargs)
+        return self._iterate(self.search, {"config": config, **kwargs})
 
     def iter_resume(self, run_id: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         """:meth:`resume` as a stream of progress events (see :meth:`iter_search`)."""
@@ -531,11 +442,13 @@ class Workspace:
         """The run's checkpoints by round: the state at the end of each completed round (round 0: the start)."""
         self.run(run_id)
         by_round: dict[int, Any] = {}
-        with self._checkpointer() as saver:
+        with Checkpointer(self.store_url) as saver:
             for snap in build_graph(saver).get_state_history({"configurable": {"thread_id": run_id}}):
                 values = snap.values or {}
                 if "round" not in values or snap.next not in ((NAVIGATOR,), (FINISH_NODE,), ()):
                     continue
+                if values.get("tool_turn"):
+                    continue  # a Navigator's tool round, not the end of a round
                 if snap.next == (NAVIGATOR,) or values["round"] not in by_round:
                     # newest first: keep the latest checkpoint that ends the round
                     by_round.setdefault(values["round"], snap)
@@ -571,11 +484,10 @@ class Workspace:
         if round not in points:
             rounds = ", ".join(str(r) for r in sorted(points)) or "none"
             raise UserError(f"run '{run_id}' has no completed round {round}; rounds you can fork from: {rounds}")
-        with self._checkpointer() as saver:
-            graph = build_graph(saver)
-            point = graph.get_state({"configurable": {"thread_id": run_id,
-                                                      "checkpoint_id": points[round]["checkpoint_id"]}})
-        values = json.loads(json.dumps(point.values))  # a deep copy: nothing shared with the parent
+        with Checkpointer(self.store_url) as saver:
+            point = build_graph(saver).get_state({"configurable": {"thread_id": run_id,
+                                                                   "checkpoint_id": points[round]["checkpoint_id"]}})
+        values = json.loads(json.dumps({k: v for k, v in point.values.items() if k != "conversation"}))
         config = parent.config.model_copy(deep=True)
         if strategy is not None:
             make_strategy(strategy)  # unknown strategy: one-line error
@@ -587,32 +499,26 @@ class Workspace:
             raise UserError(f"the fork starts with {evaluated} evaluations at round {round}; give a budget "
                             f"above that (--budget), now {config.budget}")
         config.parent = {"run_id": run_id, "round": round}
-        new_run_id = new_run_id or f"{run_id[:80]}-fork-r{round}-{secrets.token_hex(2)}"
-        if not _RUN_ID.match(new_run_id):
-            raise UserError(f"bad run id '{new_run_id}'; use letters, digits, '.', '_' and '-' (at most 100)")
+        new_run_id = check_run_id(new_run_id or f"{run_id[:80]}-fork-r{round}-{secrets.token_hex(2)}")
         if self.store.get_run(new_run_id) is not None:
             raise UserError(f"run '{new_run_id}' already exists; pick another --run-id")
-        if config.llm in ("endpoint", "local") and llm_roles is None and make_strategy(config.strategy).uses_llm:
-            from collm_nas.agents.llm_session import resolve_llm
-
-            resolve_llm(config.llm)
-        components_for(self.store_url, new_run_id, config, self.table_path)  # validates the configuration
+        self._check_llm(new_run_id, config, llm_roles)
+        self._loop(new_run_id, config)  # validates the spec before anything is written
         self.store.create_run(new_run_id, config.model_dump(mode="json"))
         for t in self.store.trials(run_id):
             if t.round <= round:
-                self.store.add_trial(new_run_id, TrialResult(t.ncode, t.arch, dict(t.metrics), dict(t.cost),
-                                                             t.status, t.error), t.round, t.value)
+                self.store.add_trial(new_run_id, t)
         for figures in self.store.rounds(run_id):
             if figures["round"] <= round:
-                self.store.add_round(new_run_id, figures["round"],
-                                     {k: v for k, v in figures.items() if k != "round"})
+                self.store.add_round(new_run_id, figures["round"], {k: v for k, v in figures.items() if k != "round"})
         best = values.get("best") or {}
         self.store.update_summary(new_run_id, best.get("ncode"), best.get("value"))
-        values.update(run_id=new_run_id, config=config.model_dump(mode="json"), stop_reason=None,
-                      human_comment=None, feedback=None, batch=[], proposals=[])
+        values.update(run_id=new_run_id, stop_reason=None, human_comment=None, feedback=None, batch=[],
+                      proposals=[], conversation=None, tool_turn=None)
+        values.pop("config", None)  # older checkpoints held the spec; it lives in the store now
         if strategy is not None and strategy != parent.config.strategy:
             values["memory"] = {}
-        with self._checkpointer() as saver:
+        with Checkpointer(self.store_url) as saver:
             build_graph(saver).update_state({"configurable": {"thread_id": new_run_id}}, values, as_node=RECORD_NODE)
         self.store.set_status(new_run_id, INTERRUPTED, "forked")
         if not start:
@@ -621,15 +527,44 @@ class Workspace:
 
     # -------------------------------------------------------------- approval
     def pending_approval(self, run_id: str) -> dict[str, Any] | None:
-        """What the run's approval pause shows (batch, strategy, costs, budget left), or None when not paused."""
+        """What the run's approval pause shows (batch, strategy, costs, budget left), or None when not paused.
+
+        A run paused inside a LangGraph server (Studio) keeps its pause in the trial store; it is shown
+        (and :meth:`approve` answers it, through that server) the same way.
+        """
         self.run(run_id)  # unknown run: one-line error
-        with self._checkpointer() as saver:
+        with Checkpointer(self.store_url) as saver:
             snapshot = build_graph(saver).get_state({"configurable": {"thread_id": run_id}})
-        for interrupt in getattr(snapshot, "interrupts", ()) or ():
-            value = getattr(interrupt, "value", None)
+        for interrupt in snapshot.interrupts or ():
+            value = interrupt.value
             if isinstance(value, dict) and value.get("kind") == "approval":
                 return value
+        notes = self.store.notes(run_id)
+        if notes.get("host") and notes.get("pause"):
+            return notes["pause"]
         return None
+
+    def _answer_on_server(self, run_id: str, host: dict[str, Any], reply: Any) -> SearchResult:
+        """Resume a run paused inside a LangGraph server with ``reply``, through that server's API."""
+        url = host.get("url")
+        if not url:
+            raise UserError(f"run '{run_id}' is paused inside a LangGraph server whose address is unknown; "
+                            "answer it in Studio")
+        try:
+            from langgraph_sdk import get_sync_client
+        except ImportError:
+            raise UserError(f"run '{run_id}' is paused inside the LangGraph server at {url}; answering it from here "
+                            "needs the studio extra: pip install 'collm-nas[studio]'") from None
+        started = time.perf_counter()
+        client = get_sync_client(url=url)
+        try:
+            client.runs.wait(host["thread_id"], host.get("assistant_id") or "search",
+                             command={"resume": reply.to_dict()}, multitask_strategy="reject")
+        except Exception as e:  # the server is gone, or refused the answer (another one is being applied)
+            raise UserError(f"the LangGraph server at {url} that runs '{run_id}' did not take the answer "
+                            f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); answer it in Studio, "
+                            "or start the server again") from None
+        return self.result(run_id, seconds=time.perf_counter() - started)
 
     def approve(self, run_id: str, decision: str | dict[str, Any] = "approve", *, drop: Sequence[str] = (),
                 add: Sequence[str] = (), comment: str | None = None, on_progress: ProgressFn | None = None,
@@ -642,7 +577,8 @@ class Workspace:
         raises a one-line :class:`UserError` and the pause stays open.
         """
         run = self.run(run_id)
-        if run.info.process_alive:
+        host = self.store.notes(run_id).get("host")
+        if run.info.process_alive and not host:
             raise UserError(f"run '{run_id}' is being run by process {run.info.pid}; wait for it to pause")
         pending = self.pending_approval(run_id)
         if pending is None:
@@ -653,92 +589,44 @@ class Workspace:
                 raw.update(drop=list(drop), add=list(add))
             if comment:
                 raw["comment"] = comment
-        reply = parse_reply(raw)
         config = run.config
-        comps = components_for(self.store_url, run_id, config, self.table_path)
-        if reply.action == "edit":  # refuse before resuming, so a bad edit changes nothing
-            apply_edit([c["ncode"] for c in pending["candidates"]], reply, checker=comps.checker,
-                       evaluated=comps.history.refresh(), budget_left=pending["budget_left"])
-        if config.llm in ("endpoint", "local") and llm_roles is None and make_strategy(config.strategy).uses_llm:
-            from collm_nas.agents.llm_session import resolve_llm
+        loop = self._loop(run_id, config)
+        from collm_nas.engine.approval import Pause
 
-            resolve_llm(config.llm)
-        require_backend(config.backend)
+        batch = [c["ncode"] for c in pending["candidates"]]
+        # Refuse a bad reply before resuming, so it changes nothing.
+        reply = loop.check_reply(Pause(pending, batch, pending["evaluated"]), raw)
+        if host and self.store.notes(run_id).get("pause") == pending:  # paused inside a LangGraph server
+            loop.close()
+            return self._answer_on_server(run_id, host, reply)
+        self._check_llm(run_id, config, llm_roles)
+        require_backend(config.backend or "serial")
         return self._drive(run_id, config, Command(resume=reply.to_dict()), on_progress, llm_roles,
-                           seen=run.info.updated_at)
-
-    def _evaluator(self, run_id: str, config: RunConfig) -> Any:
-        return components_for(self.store_url, run_id, config, self.table_path).evaluator
+                           seen=run.info.updated_at, loop=loop)
 
 
-def _prepare(evaluator: Any) -> None:
-    """Let an evaluator check what it needs before a search starts (the train evaluator: its data)."""
-    prepare = getattr(evaluator, "prepare", None)
-    if callable(prepare):
-        prepare()
+# Checkpoints are pruned as a run goes on, every this many rounds (and when it stops).
+PRUNE_EVERY_ROUNDS = 25
+_stores: dict[str, TrialStore] = {}
+_stores_lock = threading.Lock()
 
 
-def _with_supernet_cache(evaluator: str, options: dict[str, Any] | None, runs_dir: Path) -> dict[str, Any]:
-    """The run's train options; a supernet run keeps its supernet in ``RUNS_DIR/supernets`` unless told otherwise
-    (stored with the run, so a resumed or forked run finds the same file)."""
-    options = dict(options or {})
-    if evaluator == "supernet" and not options.get("cache_dir"):
-        options["cache_dir"] = str((runs_dir / "supernets").expanduser().resolve())
-    return options
-
-
-def run_label(evaluator: str, space: str, dataset: str | None) -> str:
-    """What a run id names besides its strategy: the table's dataset, the space and dataset trained on, or the space."""
-    if evaluator == "table":
-        return dataset or DEFAULT_DATASETS["table"]
-    if evaluator in ("train", "supernet", "proxy"):
-        from collm_nas.evaluators.datasets import dataset_label
-
-        return f"{Path(space).stem}-{dataset_label(dataset or DEFAULT_DATASETS[evaluator])}"
-    return space
-
-
-def make_run_id(strategy: str, where: str | None) -> str:
-    """A fresh, readable run id: ``rea-cifar10-20261122-150512-a3f9``."""
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(where or "run").stem)[:30]
-    return f"{strategy}-{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-
-
-class _Saver:
-    """The LangGraph checkpointer on the workspace's store: SQLite file or PostgreSQL database."""
-
-    def __init__(self, db_path: str | Path) -> None:
-        self.postgres = is_postgres(str(db_path))
-        self.db_path = str(db_path) if self.postgres else Path(db_path)
-
-    def __enter__(self) -> Any:
-        if self.postgres:
-            from collm_nas.graphs.pgstore import postgres_checkpointer
-
-            self._pg = postgres_checkpointer(str(self.db_path))
-            return self._pg.__enter__()
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(self.db_path), check_same_thread=False, timeout=30)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        saver = SqliteSaver(self.conn)
-        saver.setup()
-        return saver
-
-    def __exit__(self, *exc: object) -> None:
-        if self.postgres:
-            self._pg.__exit__(*exc)
-            return
-        self.conn.close()
+def _open_store(locator: str) -> TrialStore:
+    """One trial store per locator and process (they are thread-safe)."""
+    with _stores_lock:
+        if locator not in _stores:
+            _stores[locator] = open_trial_store(locator)
+        return _stores[locator]
 
 
 def _workspace(runs_dir: str | Path | None, table_path: str | Path | None = None) -> Workspace:
     return Workspace(runs_dir, table_path=table_path)
 
 
-def search(runs_dir: str | Path | None = None, table_path: str | Path | None = None, **kwargs: Any) -> SearchResult:
+def search(config: RunConfig | dict[str, Any] | None = None, *, runs_dir: str | Path | None = None,
+           table_path: str | Path | None = None, **kwargs: Any) -> SearchResult:
     """Start a search in ``runs_dir`` (see :meth:`Workspace.search` for the arguments)."""
-    return _workspace(runs_dir, table_path).search(**kwargs)
+    return _workspace(runs_dir, table_path).search(config, **kwargs)
 
 
 def resume(run_id: str, runs_dir: str | Path | None = None, table_path: str | Path | None = None,
@@ -752,3 +640,7 @@ def load_run(run_id: str, runs_dir: str | Path | None = None) -> Run:
 
 def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
     return _workspace(runs_dir).runs()
+
+
+__all__ = ["Run", "RunHistory", "SearchResult", "SearchStopped", "Workspace", "list_runs", "load_run", "resume",
+           "search", "spec_from"]

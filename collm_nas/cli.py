@@ -11,7 +11,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from collm_nas.errors import UserError
+from collm_nas.core import UserError
+from collm_nas.faces import add_spec_arguments, spec_overrides
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -39,72 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="collm-nas", description="LLM-guided neural architecture search on a resumable LangGraph loop.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    s = sub.add_parser("search", help="start a new search")
-    s.add_argument("--space", default="nb201", help="built-in space (nb201) or a .yaml/.json space file")
-    s.add_argument("--evaluator", default="table",
-                   help="'table' (NAS-Bench-201 results), 'train' (train every architecture of nb201 or mbv3 "
-                        "for real), 'supernet' (nb201 weights inherited from a weight-sharing supernet trained "
-                        "once), 'proxy' (nb201 zero-cost proxies: synflow, naswot, grad_norm) or module.path:function")
-    s.add_argument("--dataset",
-                   help="table: cifar10 (default, searched on validation), cifar100 or imagenet16; train: digits "
-                        "(default, ships with scikit-learn), cifar10, cifar100 (python-format folders under "
-                        "--data-dir), torchvision:NAME or imagefolder:PATH (need torchvision); supernet and "
-                        "proxy: as train")
-    s.add_argument("--strategy", default="rea",
-                   help="random, rea (regularized evolution), local, collm (LLM Navigator + Generator) "
-                        "lmsearcher (rank candidate pools with the LLM or a learned ranker) or hybrid "
-                        "(the LLM Generator proposes several candidates per slot, the learned ranker picks)")
-    s.add_argument("--budget", type=int, default=100, help="architectures to evaluate (default 100)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=int, help="architectures per round (default: the strategy's, 1 for baselines)")
-    s.add_argument("--constraint", action="append", default=[], metavar="EXPR",
-                   help="resource constraint such as params_mb<=1.0, flops_m<=100, lat_ms_pixel3<=20 (repeatable)")
-    s.add_argument("--target", type=float, help="stop once the searched metric reaches this value")
-    s.add_argument("--metric", help="searched metric (default: the dataset's, e.g. cifar10_valid)")
-    s.add_argument("--mode", choices=["max", "min"], default="max", help="maximise or minimise the metric (callable evaluators)")
+    s = sub.add_parser("search", help="start a new search",
+                       description="Start a new search. Every flag below but the last group sets a field of the "
+                                   "run spec (collm_nas.core.RunConfig), stored with the run.")
+    add_spec_arguments(s)
     s.add_argument("--run-id", help="name of the new run (default: generated)")
-    s.add_argument("--patience", type=int, help="stop after this many rounds without improvement")
-    s.add_argument("--prior", action="append", default=[], metavar="RUN_ID|table:COLUMN",
-                   help="warm-start the learned ranker (lmsearcher) from another run or another dataset's "
-                        "table column, e.g. table:cifar100_test; never the target's own results")
-    tr = s.add_argument_group("real training (--evaluator train, supernet or proxy; stored with the run)")
-    tr.add_argument("--train-option", action="append", default=[], metavar="KEY=VALUE",
-                    help="trainer setting, repeatable: epochs, batch_size, lr, weight_decay, time_limit_s, seed, "
-                         "device (auto/cpu/cuda), threads, image_size, channels and cells (nb201 C and N), "
-                         "width_mult (mbv3), augment, model_hook, ... (see TrainConfig); supernet: epochs, "
-                         "calib_batches, cache_dir, ... (SupernetConfig); proxy: proxy=synflow|naswot|grad_norm, "
-                         "batch_size, channels, cells, seed (ProxyConfig)")
-    tr.add_argument("--data-dir", help="folder holding CIFAR / torchvision / image-folder data "
-                                       "(default: $COLLM_NAS_DATA_DIR)")
-    pe = s.add_argument_group("parallel evaluation (stored with the run; resume uses it)")
-    pe.add_argument("--backend", choices=["serial", "process", "ray"],
-                    help="serial (default, this process), process (a pool of worker processes, one GPU each "
-                         "where there are GPUs) or ray (Ray tasks; needs collm-nas[ray], RAY_ADDRESS for a "
-                         "cluster); results are the same on all (default: $COLLM_NAS_BACKEND or serial)")
-    pe.add_argument("--workers", type=int, metavar="N",
-                    help="concurrent evaluations for process and ray (default: $COLLM_NAS_WORKERS, else one "
-                         "per GPU, else one per CPU core)")
-    g = s.add_argument_group("LLM strategies (collm)")
-    g.add_argument("--llm", default="auto", choices=["auto", "endpoint", "local", "none"],
-                   help="auto: a configured endpoint, else the local model, else none (LLM-free fallback)")
-    g.add_argument("--llm-base-url", help="OpenAI-compatible endpoint for every role (default: COLLM_NAS_LLM_BASE_URL)")
-    g.add_argument("--llm-model", help="model name for every role (default: COLLM_NAS_LLM_MODEL)")
-    g.add_argument("--navigator-model", help="model of the Navigator only")
-    g.add_argument("--generator-model", help="model of the Generator only")
-    g.add_argument("--temperature", type=float, help="sampling temperature for every role")
-    g.add_argument("--decoding", choices=["auto", "grammar", "json_schema", "tools", "text"],
-                   help="structured-output mode (default auto: grammar for llama.cpp, JSON schema for vLLM, else tools)")
-    g.add_argument("--fallback", default="local", choices=["random", "rea", "local", "lmsearcher"],
-                   help="LLM-free strategy that tops up short batches and stands in when the LLM fails "
-                        "(default local; lmsearcher = the learned ranker)")
-    ap = s.add_argument_group("approval (a person approves each batch before it is evaluated)")
-    ap.add_argument("--approval", choices=["never", "every-round", "over-cost"], default=None,
-                    help="when to pause for approval (default never; --approve alone means every-round)")
-    ap.add_argument("--approval-threshold", type=float, metavar="SECONDS",
-                    help="with over-cost: pause when a batch's estimated evaluation seconds exceed this")
-    ap.add_argument("--approve", action="store_true",
-                    help="answer each pause here (approve / edit / reject); without it a paused search exits "
-                         "and 'collm-nas approve RUN_ID' answers later, from any terminal")
+    s.add_argument("--data-dir", help="folder holding CIFAR / torchvision / image-folder data for --evaluator train, "
+                                      "supernet or proxy (default: $COLLM_NAS_DATA_DIR)")
+    s.add_argument("--approve", action="store_true",
+                   help="answer each approval pause here (approve / edit / reject); alone it means --approval "
+                        "every-round; without it a paused search exits and 'collm-nas approve RUN_ID' answers later")
     s.add_argument("--json", action="store_true", help="print one JSON object at the end")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     _table_flag(s)
@@ -148,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     fk.add_argument("--no-progress", action="store_true")
     _table_flag(fk)
     _common(fk)
+
+    pr = sub.add_parser("prune", help="delete a run's old checkpoints (each round's last one and the most recent "
+                                      "are kept, so history and fork still work)")
+    pr.add_argument("run_id")
+    pr.add_argument("--keep", type=int, help="most recent checkpoints to keep besides each round's last "
+                                             "(default: $COLLM_NAS_KEEP_CHECKPOINTS or 20)")
+    pr.add_argument("--json", action="store_true")
+    _common(pr)
 
     ls = sub.add_parser("runs", help="list runs with their status")
     ls.add_argument("--json", action="store_true")
@@ -209,7 +162,7 @@ def _workspace(args: argparse.Namespace):
 
 def _progress(args: argparse.Namespace):
     from collm_nas.progress import ProgressBar
-    from collm_nas.settings import load_settings
+    from collm_nas.core.settings import load_settings
 
     setting = load_settings().progress
     enabled = None if setting == "auto" else setting == "always"
@@ -364,73 +317,37 @@ def _answer_interactively(args: argparse.Namespace, run_id: str, on_event):
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from collm_nas.api import make_run_id, run_label
+    from collm_nas.api import spec_from
+    from collm_nas.engine.prepare import make_run_id
 
     ws = _workspace(args)
-    args.run_id = args.run_id or make_run_id(args.strategy, run_label(args.evaluator, args.space, args.dataset))
-    return _run_with_progress(
-        args,
-        lambda on_event: ws.search(
-            space=args.space,
-            evaluator=args.evaluator,
-            dataset=args.dataset,
-            strategy=args.strategy,
-            budget=args.budget,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            constraints=args.constraint,
-            target=args.target,
-            metric=args.metric,
-            mode=args.mode,
-            run_id=args.run_id,
-            on_progress=on_event,
-            patience=args.patience,
-            llm=args.llm,
-            llm_options=_llm_options(args),
-            fallback=args.fallback,
-            prior=args.prior,
-            backend=args.backend,
-            workers=args.workers,
-            train_options=_train_options(args),
-            approval=_approval_mode(args),
-            approval_threshold_s=args.approval_threshold,
-        ),
-    )
-
-
-def _approval_mode(args: argparse.Namespace) -> str:
-    if args.approval is None:
-        return "every_round" if args.approve else "never"
-    if args.approval == "never" and args.approve:
-        raise UserError("--approve answers approval pauses, but --approval never asks for none; drop one of them")
-    return args.approval.replace("-", "_")
-
-
-def _train_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``--train-option KEY=VALUE`` and ``--data-dir`` as the train evaluator's options."""
-    options: dict[str, Any] = {}
-    for item in args.train_option:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--train-option '{item}' must be written KEY=VALUE, e.g. epochs=10")
-        options[key.strip()] = value.strip()
+    fields = spec_overrides(args)
     if args.data_dir:
-        options["data_dir"] = args.data_dir
-    if options and args.evaluator not in ("train", "supernet", "proxy"):
-        raise UserError("--train-option and --data-dir apply only to --evaluator train, supernet or proxy")
-    return options
+        fields.setdefault("train_options", {})["data_dir"] = args.data_dir
+    fields["approval"] = _approval_mode(args, fields.get("approval"))
+    spec = spec_from(**fields)
+    args.run_id = args.run_id or make_run_id(spec)
+    return _run_with_progress(args, lambda on_event: ws.search(spec, run_id=args.run_id, on_progress=on_event))
 
 
-def _llm_options(args: argparse.Namespace) -> dict[str, Any]:
-    options = {
-        "base_url": args.llm_base_url,
-        "model": args.llm_model,
-        "navigator.model": args.navigator_model,
-        "generator.model": args.generator_model,
-        "temperature": args.temperature,
-        "decoding": args.decoding,
-    }
-    return {k: v for k, v in options.items() if v is not None}
+def _approval_mode(args: argparse.Namespace, given: str | None) -> str:
+    if given is None:
+        return "every_round" if args.approve else "never"
+    given = given.replace("-", "_")
+    if given == "never" and args.approve:
+        raise UserError("--approve answers approval pauses, but --approval never asks for none; drop one of them")
+    return given
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    report = _workspace(args).prune(args.run_id, args.keep)
+    if args.json:
+        print(json.dumps({"run_id": report.run_id, "kept": report.kept, "deleted": report.deleted,
+                          "rounds_kept": report.rounds_kept, **report.details}))
+    else:
+        print(f"run {report.run_id}: deleted {report.deleted} checkpoints, kept {report.kept} "
+              f"(the last of {report.rounds_kept} rounds and the most recent)")
+    return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -488,10 +405,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             "status": info.display_status,
             "stop_reason": info.stop_reason,
             "space": cfg.get("space"),
-            "dataset": (cfg.get("dataset") if cfg.get("evaluator") == "table"
-                        else f"{cfg.get('evaluator')}:{cfg.get('dataset')}"
-                        if cfg.get("evaluator") in ("train", "supernet", "proxy")
-                        else cfg.get("evaluator")),
+            "dataset": _task(cfg),
             "strategy": cfg.get("strategy"),
             "evaluations": info.n_trials,
             "budget": cfg.get("budget"),
@@ -566,13 +480,30 @@ def _llm_text(s: dict[str, Any]) -> str:
         f"  calls {s['calls']} ({s['failed_calls']} failed); tokens prompt {s['prompt_tokens']} / completion "
         f"{s['completion_tokens']}; latency {s['latency_s']:.1f}s in all, {s['latency_per_call_s']:.2f}s a call",
     ]
+    if s.get("tool_calls") or s.get("tool_rounds"):
+        named = ", ".join(f"{name} {n}" for name, n in sorted(s["tool_calls"].items())) or "none"
+        lines.append(f"  tool calls {sum(s['tool_calls'].values())} in {s['tool_rounds']} tool rounds ({named}); "
+                     f"{s['tool_errors']} answered with an error")
     if s.get("navigator_prompt_tokens"):
         lines.append("  navigator prompt tokens by round: " + ", ".join(
             f"r{r}={n}" for r, n in s["navigator_prompt_tokens"].items()))
     return "\n".join(lines)
 
 
+def _task(cfg: dict[str, Any]) -> str | None:
+    """What a run searched, in a few words: the table's dataset, evaluator:dataset, or the evaluator."""
+    from collm_nas.evaluators import EVALUATORS
+
+    label = EVALUATORS.info(cfg.get("evaluator") or "", "label", "space")
+    if label == "dataset":
+        return cfg.get("dataset")
+    if label == "space-dataset":
+        return f"{cfg.get('evaluator')}:{cfg.get('dataset')}"
+    return cfg.get("evaluator")
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
+    from collm_nas.evaluators import run_label
     from collm_nas.plotting import best_so_far, plot_curves
 
     ws = _workspace(args)
@@ -581,9 +512,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         run = ws.run(run_id)
         result = ws.result(run_id)
         cfg = run.config
-        panel = (cfg.dataset if cfg.evaluator == "table"
-                 else f"{cfg.space} {cfg.dataset}" if cfg.evaluator in ("train", "supernet", "proxy")
-                 else cfg.space)
+        panel = run_label(cfg.evaluator, cfg.space, cfg.dataset)
         reported = result.reported_metric if args.metric == "reported" else None
         label = cfg.strategy if len(args.run_ids) > 1 else run_id
         curves.setdefault(str(panel), {}).setdefault(label, []).append(
@@ -639,7 +568,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from collm_nas.evaluators import make_evaluator
-    from collm_nas.settings import load_settings
+    from collm_nas.core.settings import load_settings
     from collm_nas.spaces import get_space, parse_constraints
     from collm_nas.tools import ValidityChecker
 
@@ -683,6 +612,7 @@ COMMANDS = {
     "resume": cmd_resume,
     "approve": cmd_approve,
     "history": cmd_history,
+    "prune": cmd_prune,
     "fork": cmd_fork,
     "runs": cmd_runs,
     "show": cmd_show,

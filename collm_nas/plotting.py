@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from collm_nas.agents import Trial
-from collm_nas.errors import UserError
+from collm_nas.core import Direction, Trial, UserError
 
 Curves = Mapping[str, Mapping[str, Sequence[Sequence[float]]]]  # panel -> line label -> one curve per seed
 
@@ -23,8 +22,9 @@ def best_so_far(trials: Sequence[Trial], mode: str, reported: str | None = None)
     """
     curve: list[float] = []
     best: Trial | None = None
+    direction = Direction.of(mode)
     for t in trials:
-        if t.ok and (best is None or (t.value > best.value if mode == "max" else t.value < best.value)):
+        if t.ok and direction.better(t.value, best.value if best is not None else None):
             best = t
         if best is None:
             curve.append(float("nan"))

@@ -16,11 +16,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from collm_nas.agents.ranker import LLMRanker
 from collm_nas.api import Run
-from collm_nas.errors import UserError
-from collm_nas.graphs.components import resolve_space
-from collm_nas.graphs.store import FINISHED
-from collm_nas.tools.ranker import LLMRanker
+from collm_nas.core import FINISHED, UserError
+from collm_nas.engine import resolve_space
 
 
 def run_samples(run: Run, *, pool_size: int = 10, skip: int = 5, seed: int = 0, top_k: int = 20,
@@ -30,8 +29,8 @@ def run_samples(run: Run, *, pool_size: int = 10, skip: int = 5, seed: int = 0, 
     space = resolve_space(config)
     trials = [t for t in run.trials() if t.ok]
     rng = random.Random(f"{seed}/{run.run_id}")
-    better = (lambda a, b: a > b) if config.mode == "max" else (lambda a, b: a < b)
-    metric = run.info.config.get("metric") or _searched_metric(config)
+    objective = run.objective
+    metric = config.metric or "the searched metric"
     ranker = LLMRanker(top_k=top_k, recent=recent)
     roles = {"system": "system", "human": "user", "ai": "assistant"}
     for step in range(skip, len(trials)):
@@ -42,7 +41,7 @@ def run_samples(run: Run, *, pool_size: int = 10, skip: int = 5, seed: int = 0, 
         rng.shuffle(pool)
         answer = pool[0]
         for t in pool[1:]:
-            if better(t.value, answer.value):
+            if objective.better(t, answer):
                 answer = t
         prompt = ranker.messages(space, trials[:step], [t.ncode for t in pool], mode=config.mode,
                                  metric=metric, constraints=tuple(config.constraints))
@@ -54,14 +53,6 @@ def run_samples(run: Run, *, pool_size: int = 10, skip: int = 5, seed: int = 0, 
             "meta": {"run_id": run.run_id, "step": step, "space": config.space, "dataset": config.dataset,
                      "strategy": config.strategy, "mode": config.mode},
         }
-
-
-def _searched_metric(config) -> str:
-    from collm_nas.evaluators.nb201_table import DATASETS
-
-    if config.evaluator == "table" and config.dataset in DATASETS:
-        return DATASETS[config.dataset].searched
-    return "the searched metric"
 
 
 def export_trajectories(runs: Sequence[Run], out: str | Path, **options: Any) -> int:

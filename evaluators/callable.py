@@ -9,7 +9,6 @@ the run seed and the NCode only; see :mod:`collm_nas.evaluators.seeding`).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 import time
@@ -17,26 +16,17 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from collm_nas.errors import UserError
-from collm_nas.evaluators.base import Evaluator, TrialResult
+from collm_nas.core import UserError, import_attribute
+from collm_nas.core import Evaluator, Trial
 from collm_nas.evaluators.seeding import current_seed, evaluation_seed
-from collm_nas.spaces.space import SearchSpace
+from collm_nas.core.space import SearchSpace
 
 
 def import_callable(target: str) -> Callable[..., Any]:
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise UserError(f"evaluator '{target}' must be written module.path:function")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise UserError(f"cannot import evaluator module '{module_name}' ({e}); check PYTHONPATH") from None
-    except Exception as e:  # the module itself is broken: say so in one line
-        raise UserError(
-            f"cannot import evaluator module '{module_name}': {type(e).__name__}: {e}; fix the module"
-        ) from None
-    fn = getattr(module, attr, None)
+    """The user's ``module.path:function``; one-line errors for a bad target."""
+    fn = import_attribute(target, "evaluator", expects="function")
     if not callable(fn):
+        module_name, _, attr = target.partition(":")
         raise UserError(f"'{attr}' in module '{module_name}' is not a function")
     return fn
 
@@ -50,9 +40,10 @@ class CallableEvaluator(Evaluator):
         fn: Callable[[dict[str, str]], float | Mapping[str, float]] | str,
         metric: str | None = None,
         mode: str = "max",
+        target: str | None = None,
     ) -> None:
         self.space = space
-        self.target = fn if isinstance(fn, str) else f"{fn.__module__}:{fn.__qualname__}"
+        self.target = target or (fn if isinstance(fn, str) else f"{fn.__module__}:{fn.__qualname__}")
         self.fn = import_callable(fn) if isinstance(fn, str) else fn
         self.takes_seed = _has_seed_parameter(self.fn)
         self.searched_metric = metric or "score"
@@ -69,7 +60,7 @@ class CallableEvaluator(Evaluator):
     def resources(self, ncode: str) -> dict[str, float]:
         return self.space.costs(ncode)
 
-    def evaluate(self, ncodes: Sequence[str]) -> list[TrialResult]:
+    def evaluate(self, ncodes: Sequence[str]) -> list[Trial]:
         return list(self.iter_evaluate(ncodes))
 
     def iter_evaluate(self, ncodes: Sequence[str]):
@@ -89,10 +80,10 @@ class CallableEvaluator(Evaluator):
                     raise ValueError(f"returned no finite '{self.searched_metric}'")
             except Exception as e:  # a failing user function fails one trial
                 last = traceback.format_exception_only(type(e), e)[-1].strip()
-                yield TrialResult(code, arch, status="failed", error=last,
+                yield Trial(code, arch, status="failed", error=last,
                                   cost={"wall_s": time.perf_counter() - start})
                 continue
-            yield TrialResult(code, arch, metrics=metrics, cost={"wall_s": time.perf_counter() - start})
+            yield Trial(code, arch, metrics=metrics, cost={"wall_s": time.perf_counter() - start})
 
 
 def _has_seed_parameter(fn: Callable[..., Any]) -> bool:

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 
 __all__ = [
     "TRAIN_DATASETS",
@@ -421,7 +421,7 @@ class ImageDataEvaluator:
 
     def _place(self, space: Any, dataset: str, options: Any, data_dir: str | Path | None) -> dict[str, Any]:
         """Set ``space``, ``dataset`` and ``data_dir`` (option, argument, then setting); return the other options."""
-        from collm_nas.settings import load_settings
+        from collm_nas.core.settings import load_settings
 
         options = dict(options or {})
         chosen = options.pop("data_dir", None) or data_dir or load_settings().data_dir

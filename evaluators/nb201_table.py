@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from collm_nas.errors import UserError
-from collm_nas.evaluators.base import Evaluator, TrialResult
+from collm_nas.core.errors import UserError
+from collm_nas.core import Evaluator, Trial
 from collm_nas.spaces.nb201 import NB201Space
 
 ACCURACY_COLUMNS = (
@@ -163,25 +163,34 @@ class NB201TableEvaluator(Evaluator):
     def resource_names(self) -> tuple[str, ...]:
         return tuple(self._resource_columns)
 
+    @property
+    def reference_columns(self) -> tuple[str, ...]:
+        """Every numeric column of the table (other datasets' accuracies, resources)."""
+        return self.table.columns
+
+    def reference_values(self, column: str) -> dict[str, float]:
+        j = self.table.column(column)
+        return {code: row[j] for code, row in self.table.rows.items()}
+
     def resources(self, ncode: str) -> dict[str, float]:
         row = self.table.rows.get(ncode)
         if row is None:
             return {}
         return {k: row[j] for k, j in self._resource_idx.items()}
 
-    def evaluate(self, ncodes: Sequence[str]) -> list[TrialResult]:
+    def evaluate(self, ncodes: Sequence[str]) -> list[Trial]:
         out = []
         for code in ncodes:
             start = time.perf_counter()
             row = self.table.rows.get(code)
             if row is None:
-                out.append(TrialResult(code, code, status="failed", error="architecture not in the table"))
+                out.append(Trial(code, code, status="failed", error="architecture not in the table"))
                 continue
             metrics = {c: row[j] for c, j in zip(self._metric_columns, self._metric_idx)}
             metrics["params_mb"] = row[self._resource_idx["params_mb"]]
             metrics["flops_m"] = row[self._resource_idx["flops_m"]]
             out.append(
-                TrialResult(
+                Trial(
                     ncode=code,
                     arch=self.table.arch_strings[code],
                     metrics=metrics,

@@ -56,10 +56,10 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from collm_nas.errors import UserError
-from collm_nas.evaluators.base import Evaluator, TrialResult
+from collm_nas.core.errors import UserError
+from collm_nas.core import Evaluator, Trial
 from collm_nas.evaluators.seeding import evaluation_seed, seeded
-from collm_nas.spaces.space import SearchSpace
+from collm_nas.core.space import SearchSpace
 
 BACKENDS = ("serial", "process", "ray")
 RAY_INSTALL = "pip install 'collm-nas[ray]'"
@@ -95,14 +95,14 @@ def _arch(space: SearchSpace | None, code: str) -> str:
         return code
 
 
-def _failed(code: str, space: SearchSpace | None, error: str) -> TrialResult:
-    return TrialResult(code, _arch(space, code), status="failed", error=_one_line(error))
+def _failed(code: str, space: SearchSpace | None, error: str) -> Trial:
+    return Trial(code, _arch(space, code), status="failed", error=_one_line(error))
 
 
 def evaluate_one(evaluator: Evaluator, code: str, run_seed: int, *, space: SearchSpace | None = None,
-                 restore: bool = True) -> TrialResult:
+                 restore: bool = True) -> Trial:
     """Evaluate one code under its own seed; anything but a UserError fails just this trial."""
-    libraries = not getattr(evaluator, "deterministic", False)
+    libraries = not evaluator.deterministic
     with seeded(evaluation_seed(run_seed, code), libraries=libraries, restore=restore):
         try:
             results = list(evaluator.evaluate([code]))
@@ -121,7 +121,7 @@ def _spool_file(directory: str | Path, code: str) -> Path:
     return Path(directory) / f"{name}.json"
 
 
-def spool_write(directory: str | Path | None, result: TrialResult) -> None:
+def spool_write(directory: str | Path | None, result: Trial) -> None:
     """Keep a finished result on disk until the search has stored it (only where the folder exists)."""
     if directory is None or not os.path.isdir(directory):
         return
@@ -135,12 +135,12 @@ def spool_write(directory: str | Path | None, result: TrialResult) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def spool_read(directory: str | Path | None, code: str) -> TrialResult | None:
+def spool_read(directory: str | Path | None, code: str) -> Trial | None:
     if directory is None:
         return None
     try:
         data = json.loads(_spool_file(directory, code).read_text(encoding="utf-8"))
-        result = TrialResult(**data)
+        result = Trial(**data)
     except (OSError, ValueError, TypeError):
         return None
     return result if result.ncode == code else None
@@ -174,11 +174,16 @@ class ParallelEvaluator(Evaluator):
         self.deterministic = self.inner.deterministic
         self._runner: _ProcessPool | _RayRunner | None = None
 
-    def __getattr__(self, name: str) -> Any:  # the inner evaluator's own attributes (table, space, ...)
-        inner = self.__dict__.get("inner")
-        if inner is None or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(inner, name)
+    # The inner evaluator's declared capabilities, passed through.
+    def prepare(self) -> None:
+        self.inner.prepare()
+
+    @property
+    def reference_columns(self) -> tuple[str, ...]:
+        return self.inner.reference_columns
+
+    def reference_values(self, column: str) -> dict[str, float]:
+        return self.inner.reference_values(column)
 
     @property
     def resource_names(self) -> tuple[str, ...]:
@@ -190,10 +195,10 @@ class ParallelEvaluator(Evaluator):
     def estimate_cost(self, ncode: str) -> dict[str, float]:
         return self.inner.estimate_cost(ncode)
 
-    def evaluate(self, ncodes: Sequence[str]) -> list[TrialResult]:
+    def evaluate(self, ncodes: Sequence[str]) -> list[Trial]:
         return list(self.iter_evaluate(ncodes))
 
-    def iter_evaluate(self, ncodes: Sequence[str]) -> Iterator[TrialResult]:
+    def iter_evaluate(self, ncodes: Sequence[str]) -> Iterator[Trial]:
         """One result per code, in the order of ``ncodes``, each as soon as it and those before it are done."""
         codes = list(ncodes)
         if self.backend == "serial":
@@ -203,7 +208,7 @@ class ParallelEvaluator(Evaluator):
                 if spooled is not None:
                     spool_discard(self.spool_dir, code)
             return
-        done: dict[int, TrialResult] = {}
+        done: dict[int, Trial] = {}
         todo: list[tuple[int, str]] = []
         for i, code in enumerate(codes):
             spooled = spool_read(self.spool_dir, code)
@@ -383,7 +388,7 @@ class _ProcessPool:
         self.workers.remove(worker)
 
     # -- a batch
-    def run(self, items: list[tuple[int, str]]) -> Iterator[tuple[int, TrialResult]]:
+    def run(self, items: list[tuple[int, str]]) -> Iterator[tuple[int, Trial]]:
         """(index, result) pairs in the order the evaluations finish."""
         pending = deque(items)
         try:
@@ -418,7 +423,7 @@ class _ProcessPool:
                 continue
             worker.task = task
 
-    def _collect(self, pending: deque[tuple[int, str]]) -> Iterator[tuple[int, TrialResult]]:
+    def _collect(self, pending: deque[tuple[int, str]]) -> Iterator[tuple[int, Trial]]:
         watched = [w for w in self.workers if w.task is not None or not w.ready]
         ready = wait([w.conn for w in watched], timeout=0.5)
         for worker in watched:
@@ -442,7 +447,7 @@ class _ProcessPool:
             elif worker.proc.poll() is not None and not worker.conn.poll():
                 yield from self._died(worker, pending)  # dead, though a child of it holds the pipe open
 
-    def _died(self, worker: _Worker, pending: deque[tuple[int, str]]) -> Iterator[tuple[int, TrialResult]]:
+    def _died(self, worker: _Worker, pending: deque[tuple[int, str]]) -> Iterator[tuple[int, Trial]]:
         try:
             worker.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -520,7 +525,7 @@ _RAY_EVALUATORS: dict[str, Evaluator] = {}
 
 
 def _ray_task(spec: EvaluatorSpec, spec_key: str, code: str, spool_dir: str | None,
-              sys_path: list[str]) -> TrialResult:
+              sys_path: list[str]) -> Trial:
     """One evaluation in a Ray worker (which keeps the evaluator it built for the next task)."""
     for path in sys_path:  # the controller's modules, where this node has them
         if path not in sys.path:
@@ -565,7 +570,7 @@ class _RayRunner:
         self.spec_key = uuid.uuid4().hex
         self.spool_dir = spool_dir
 
-    def run(self, items: list[tuple[int, str]]) -> Iterator[tuple[int, TrialResult]]:
+    def run(self, items: list[tuple[int, str]]) -> Iterator[tuple[int, Trial]]:
         ray = self.ray
         pending = deque(items)
         running: dict[Any, tuple[int, str]] = {}
@@ -592,7 +597,7 @@ class _RayRunner:
                         pass
             raise
 
-    def _result(self, ref: Any, code: str) -> TrialResult:
+    def _result(self, ref: Any, code: str) -> Trial:
         ray = self.ray
         try:
             return ray.get(ref)

@@ -49,8 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from collm_nas.errors import UserError
-from collm_nas.evaluators.base import Evaluator, TrialResult
+from collm_nas.core.errors import UserError
+from collm_nas.core import Evaluator, Trial
 from collm_nas.evaluators.datasets import ImageDataEvaluator, ImageDataset
 from collm_nas.evaluators.ranking import ranks
 from collm_nas.evaluators.seeding import current_seed
@@ -290,10 +290,10 @@ class ProxyEvaluator(ImageDataEvaluator, Evaluator):
                             "(a pre-screen score, not an accuracy); synflow, naswot and grad_norm all recorded")
         self._data: ImageDataset | None = None
 
-    def evaluate(self, ncodes: Sequence[str]) -> list[TrialResult]:
+    def evaluate(self, ncodes: Sequence[str]) -> list[Trial]:
         return list(self.iter_evaluate(ncodes))
 
-    def iter_evaluate(self, ncodes: Sequence[str]) -> Iterator[TrialResult]:
+    def iter_evaluate(self, ncodes: Sequence[str]) -> Iterator[Trial]:
         data = self.data()
         for code in ncodes:
             start = time.perf_counter()
@@ -305,10 +305,10 @@ class ProxyEvaluator(ImageDataEvaluator, Evaluator):
                     raise ValueError(f"proxy {self.searched_metric} is not finite ({metrics[self.searched_metric]})")
             except Exception as e:  # one bad code fails its trial, not the search
                 message = str(e) if isinstance(e, UserError) else _one_line(e)
-                yield TrialResult(code, arch, status="failed", error=message,
+                yield Trial(code, arch, status="failed", error=message,
                                   cost={"wall_s": time.perf_counter() - start})
                 continue
-            yield TrialResult(code, arch, metrics=metrics, cost={"wall_s": time.perf_counter() - start})
+            yield Trial(code, arch, metrics=metrics, cost={"wall_s": time.perf_counter() - start})
 
 
 def _one_line(e: BaseException) -> str:

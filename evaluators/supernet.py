@@ -47,8 +47,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from collm_nas.errors import UserError
-from collm_nas.evaluators.base import Evaluator, TrialResult
+from collm_nas.core.errors import UserError
+from collm_nas.core import Evaluator, Trial
 from collm_nas.evaluators.datasets import (
     ImageDataEvaluator,
     ImageDataset,
@@ -58,7 +58,7 @@ from collm_nas.evaluators.proxies import _config_from_options
 from collm_nas.evaluators.trainer import TrainingFailed, _accuracy, _training_context, resolve_device, run_sgd
 from collm_nas.models import NB201Network, count_flops, count_parameters, measure_latency
 from collm_nas.models.nb201_net import NB201Cell, ResNetReduction, make_nb201_op
-from collm_nas.settings import load_settings
+from collm_nas.core.settings import load_settings
 from collm_nas.spaces.nb201 import EDGES, OPERATIONS, NB201Space, reaches_output
 
 __all__ = [
@@ -497,10 +497,10 @@ class SupernetEvaluator(ImageDataEvaluator, Evaluator):
             return {}
         return {"eval_s": sum(self._eval_s) / len(self._eval_s)}
 
-    def evaluate(self, ncodes: Sequence[str]) -> list[TrialResult]:
+    def evaluate(self, ncodes: Sequence[str]) -> list[Trial]:
         return list(self.iter_evaluate(ncodes))
 
-    def iter_evaluate(self, ncodes: Sequence[str]) -> Iterator[TrialResult]:
+    def iter_evaluate(self, ncodes: Sequence[str]) -> Iterator[Trial]:
         data = self.data()  # a missing data set stops the search (UserError), it does not fail trials
         for code in ncodes:
             start = time.perf_counter()
@@ -513,7 +513,7 @@ class SupernetEvaluator(ImageDataEvaluator, Evaluator):
                     raise ValueError(problems[0].message)
             except Exception as e:  # a malformed or degenerate code fails its trial
                 message = str(e) if isinstance(e, UserError) else _one_line(e)
-                yield TrialResult(code, arch, status="failed", error=message,
+                yield Trial(code, arch, status="failed", error=message,
                                   cost={"wall_s": time.perf_counter() - start})
                 continue
             fresh = self._supernet is None
@@ -533,10 +533,10 @@ class SupernetEvaluator(ImageDataEvaluator, Evaluator):
                     torch.cuda.empty_cache()
                 message = str(e) if isinstance(e, (UserError, TrainingFailed)) else _one_line(e)
                 cost["wall_s"] = time.perf_counter() - start
-                yield TrialResult(code, arch, status="failed", error=message, cost=cost)
+                yield Trial(code, arch, status="failed", error=message, cost=cost)
                 continue
             cost["wall_s"] = time.perf_counter() - start
-            yield TrialResult(code, arch, metrics=metrics, cost=cost)
+            yield Trial(code, arch, metrics=metrics, cost=cost)
 
 
 def _one_line(e: BaseException) -> str:

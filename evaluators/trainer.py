@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from collm_nas.errors import UserError
-from collm_nas.evaluators.base import Evaluator, TrialResult
+from collm_nas.core.errors import UserError
+from collm_nas.core import Evaluator, Trial
 from collm_nas.evaluators.callable import import_callable
 from collm_nas.evaluators.datasets import ImageDataEvaluator, ImageDataset
 from collm_nas.evaluators.seeding import current_seed
@@ -525,10 +525,10 @@ class TrainEvaluator(ImageDataEvaluator, Evaluator):
                                 f"{self.reported_metric} (test split): {trained}")
         self._data: ImageDataset | None = None
 
-    def evaluate(self, ncodes: Sequence[str]) -> list[TrialResult]:
+    def evaluate(self, ncodes: Sequence[str]) -> list[Trial]:
         return list(self.iter_evaluate(ncodes))
 
-    def iter_evaluate(self, ncodes: Sequence[str]) -> Iterator[TrialResult]:
+    def iter_evaluate(self, ncodes: Sequence[str]) -> Iterator[Trial]:
         data = self.data()  # a missing data set stops the search (UserError), it does not fail trials
         for code in ncodes:
             start = time.perf_counter()
@@ -540,7 +540,7 @@ class TrainEvaluator(ImageDataEvaluator, Evaluator):
                 message = str(e) if isinstance(e, (TrainingFailed, UserError)) else _one_line(e)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                yield TrialResult(code, arch, status="failed", error=" ".join(message.split()),
+                yield Trial(code, arch, status="failed", error=" ".join(message.split()),
                                   cost={"wall_s": time.perf_counter() - start})
                 continue
-            yield TrialResult(code, arch, metrics=outcome.metrics, cost=outcome.cost)
+            yield Trial(code, arch, metrics=outcome.metrics, cost=outcome.cost)

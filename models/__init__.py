@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 from collm_nas.models.measure import (
     ModelCost,
     count_flops,

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 
 __all__ = [
     "DEPTH_OPTIONS",

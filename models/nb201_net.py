@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 from collm_nas.spaces.nb201 import EDGES, OPERATIONS, NB201Space, arch_string
 
 __all__ = ["NB201Cell", "NB201Network", "ReLUConvBN", "ResNetReduction", "make_nb201_op", "nb201_ops"]

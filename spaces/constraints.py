@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,

@@ -9,9 +9,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 from collm_nas.spaces.constraints import parse_constraint
-from collm_nas.spaces.space import NCODE_ALPHABET, Decision, SearchSpace
+from collm_nas.core.space import NCODE_ALPHABET, Decision, SearchSpace
 
 _Scalar = str | int | float | bool
 

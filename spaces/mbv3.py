@@ -16,9 +16,9 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 from collm_nas.spaces.loader import load_space_file, space_from_dict
-from collm_nas.spaces.space import SearchSpace
+from collm_nas.core.space import SearchSpace
 
 MBV3_FILE = Path(__file__).with_name("mbv3.yaml")
 _LAYER = re.compile(r"^k(\d+)e(\d+)$")

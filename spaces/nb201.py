@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from collm_nas.errors import UserError
-from collm_nas.spaces.space import Decision, Problem, SearchSpace
+from collm_nas.core.errors import UserError
+from collm_nas.core.space import Decision, Problem, SearchSpace
 
 OPERATIONS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # (to_node, from_node) in the benchmark's edge order.

@@ -25,7 +25,7 @@ from typing import Any
 class Reply:
     """One scripted answer to a chat-completion request."""
 
-    kind: str  # "text" | "tool_call" | "error" | "dynamic"
+    kind: str  # "text" | "tool_call" | "tool_calls" | "error" | "dynamic"
     content: str = ""
     name: str = ""
     args: dict[str, Any] = field(default_factory=dict)
@@ -34,6 +34,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     fn: Callable[[dict], Reply] | None = None
+    calls: list[tuple[str, Any]] = field(default_factory=list)  # tool_calls: (name, args dict or raw JSON text)
 
     @classmethod
     def text(cls, content: str, *, delay: float = 0.0) -> Reply:
@@ -42,6 +43,11 @@ class Reply:
     @classmethod
     def tool_call(cls, name: str, args: dict[str, Any], *, delay: float = 0.0) -> Reply:
         return cls("tool_call", name=name, args=dict(args), delay=delay)
+
+    @classmethod
+    def tool_calls(cls, *calls: tuple[str, Any]) -> Reply:
+        """Several tool calls in one message; an argument given as a string is sent as it is (bad JSON too)."""
+        return cls("tool_calls", calls=list(calls))
 
     @classmethod
     def error(
@@ -205,16 +211,18 @@ class FakeOpenAIServer:
     def completion_payload(self, request: dict, reply: Reply) -> dict:
         model = request.get("model") or (self.model_ids[0] if self.model_ids else "fake-model")
         prompt_tokens = _words([m.get("content") for m in request.get("messages", []) if isinstance(m, dict)])
-        if reply.kind == "tool_call":
-            arguments = json.dumps(reply.args)
+        if reply.kind in ("tool_call", "tool_calls"):
+            calls = [(reply.name, reply.args)] if reply.kind == "tool_call" else reply.calls
             message: dict[str, Any] = {
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {"id": "call_1", "type": "function", "function": {"name": reply.name, "arguments": arguments}}
+                    {"id": f"call_{len(self.requests)}_{i}", "type": "function",
+                     "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)}}
+                    for i, (name, args) in enumerate(calls, 1)
                 ],
             }
-            finish, completion_tokens = "tool_calls", _words(reply.args) + len(reply.args)
+            finish, completion_tokens = "tool_calls", sum(_words(a) + 1 for _, a in calls)
         else:
             message = {"role": "assistant", "content": reply.content}
             finish, completion_tokens = "stop", _words(reply.content)

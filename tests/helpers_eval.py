@@ -40,3 +40,8 @@ def returns_none(arch: dict[str, str]):
 
 def wrong_metric(arch: dict[str, str]) -> dict[str, float]:
     return {"accuracy": 0.5}
+
+
+def tiny_score(arch: dict[str, str]) -> float:
+    """The strategies' tiny two-decision space: a deterministic score."""
+    return float(len(arch["a"] + arch["b"])) + (0.5 if arch["a"] == "y" else 0.0)

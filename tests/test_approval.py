@@ -16,9 +16,10 @@ import pytest
 from langgraph.types import Command
 
 from collm_nas import Workspace
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 from collm_nas.graphs.graph import build_graph
 from collm_nas.graphs.state import SearchContext
+from collm_nas.storage import Checkpointer
 from fake_openai import FakeOpenAIServer, Reply
 from test_collm import STRATEGY, last_user, llm_env, role_of  # noqa: F401  (llm_env is a fixture)
 
@@ -84,8 +85,8 @@ def test_graph_keeps_the_pause_open_on_an_invalid_edit_sent_straight_to_it(ws: W
     ws.search(strategy="random", budget=2, batch_size=2, seed=0, run_id="g", approval="every_round")
     batch = [c["ncode"] for c in ws.pending_approval("g")["candidates"]]
     config = {"configurable": {"thread_id": "g"}}
-    context = SearchContext(db_path=str(ws.db_path), table_path=ws.table_path)
-    with ws._checkpointer() as saver:
+    context = SearchContext(loop=ws._loop("g", ws.run("g").config))
+    with Checkpointer(ws.store_url) as saver:
         graph = build_graph(saver)
         list(graph.stream(Command(resume={"action": "edit", "add": ["000000"]}), config, context=context,
                           durability="sync"))
@@ -156,6 +157,7 @@ def _env(tmp_path: Path, table_path: str, **extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.e2e
 def test_cli_interactive_approval_through_stdin(tmp_path: Path, table_path: str) -> None:
     env = _env(tmp_path, table_path)
     # round 1: a typo, an edit adding an illegal code (refused), an edit dropping #1 and adding 333132;
@@ -173,6 +175,7 @@ def test_cli_interactive_approval_through_stdin(tmp_path: Path, table_path: str)
     assert "333132" in codes[:3] and len(codes) == 5
 
 
+@pytest.mark.e2e
 def test_cli_pause_then_approve_from_another_command(tmp_path: Path, table_path: str) -> None:
     env = _env(tmp_path, table_path)
     started = _cli(["search", "--strategy", "random", "--budget", "4", "--batch-size", "2", "--approval",
@@ -196,6 +199,7 @@ def test_cli_pause_then_approve_from_another_command(tmp_path: Path, table_path:
     assert again.returncode != 0 and "not waiting for approval" in again.stderr
 
 
+@pytest.mark.e2e
 def test_one_writer_per_run(tmp_path: Path, table_path: str) -> None:
     env = _env(tmp_path, table_path, E2E_EVAL_SLEEP="0.2")
     proc = subprocess.Popen([sys.executable, "-m", "collm_nas.cli", "search", "--evaluator", "e2e_evaluator:score",
@@ -219,9 +223,9 @@ def test_one_writer_per_run(tmp_path: Path, table_path: str) -> None:
     # Its holder is dead: of several processes claiming at the same moment, exactly one wins.
     claimer = textwrap.dedent(f"""
         import sys, time
-        from collm_nas.graphs.store import TrialStore
-        from collm_nas.errors import UserError
-        store = TrialStore({str(tmp_path / 'runs' / 'collm-nas.db')!r})
+        from collm_nas.storage import SQLiteTrialStore
+        from collm_nas.core import UserError
+        store = SQLiteTrialStore({str(tmp_path / 'runs' / 'collm-nas.db')!r})
         while time.time() < {time.time() + 3.0}:
             pass
         try:

@@ -12,14 +12,14 @@ import pytest
 
 from collm_nas import Workspace
 
+from cli_runner import run_cli
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "collm_nas.cli", *args],
-        capture_output=True, text=True, env=env, timeout=timeout,
-    )
+    """The command line in this process (its own environment, captured output): see tests/cli_runner.py."""
+    return run_cli(args, env=env, timeout=timeout)
 
 
 @pytest.fixture
@@ -170,3 +170,13 @@ def test_resuming_finished_run_and_reusing_id_are_refused(env: dict[str, str]) -
     dup = cli("search", "--budget", "5", "--run-id", "done", env=env)
     assert dup.returncode == 2 and "already exists" in dup.stderr
     assert json.loads(cli("runs", "--json", env=env).stdout)[0]["evaluations"] == 5
+
+
+@pytest.mark.e2e
+def test_the_installed_command_in_a_subprocess(env: dict[str, str]) -> None:
+    """The real entry point, as a user runs it: a search, then a one-line error with exit code 2."""
+    done = run_cli(["search", "--strategy", "random", "--budget", "4", "--run-id", "sub", "--json"], env=env,
+                   in_process=False)
+    assert done.returncode == 0 and json.loads(done.stdout)["evaluations"] == 4, done.stderr
+    bad = run_cli(["search", "--budget", "0"], env=env, in_process=False)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr

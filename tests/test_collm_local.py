@@ -13,7 +13,7 @@ import pytest
 
 from collm_nas import Workspace
 from collm_nas.agents.local_model import INSTALL_HINT, local_model_available
-from collm_nas.graphs.components import forget_components
+
 
 pytestmark = pytest.mark.local_llm
 
@@ -39,7 +39,6 @@ def test_collm_search_on_the_local_model_evaluates_only_legal_new_codes(tmp_path
     events: list[dict] = []
     result = ws.search(space="nb201", dataset="cifar10", strategy="collm", llm="local", budget=10, batch_size=5,
                        seed=0, run_id="local", on_progress=events.append)
-    forget_components()
     assert result.status == "finished" and result.evaluations == 10
     run = ws.run("local")
     trials = run.trials()
@@ -93,3 +92,51 @@ def test_ctrl_c_during_a_local_search_stops_the_server_and_leaves_the_run_resuma
     runs = subprocess.run([sys.executable, "-m", "collm_nas.cli", "runs", "--json"], env=env, capture_output=True,
                           text=True, timeout=60)
     assert json.loads(runs.stdout)[0]["status"] == "interrupted (resumable)"
+
+
+def test_the_real_model_calls_a_tool_through_the_tool_node_then_answers(tmp_path, table_path):
+    """Tool calling on llama.cpp's server: the model is asked to call check_ncodes (its arguments are its own),
+    the graph's ToolNode answers, and the model then writes its strategy with the result in view."""
+    from langchain_core.messages import AIMessage
+
+    from collm_nas.agents.collm import LLMNavigator, NavigatorAnswer, parse_strategy
+    from collm_nas.agents.llm_session import open_llm
+    from collm_nas.core import RunConfig
+    from collm_nas.engine.prepare import open_loop
+    from collm_nas.engine.tool_calls import run_tool_calls
+    from collm_nas.storage import SQLiteTrialStore
+
+    store = SQLiteTrialStore(tmp_path / "t.db")
+    config = RunConfig(strategy="collm", budget=4, dataset="cifar10", llm="local", decoding="tools")
+    store.create_run("t", config.model_dump(mode="json"))
+    with open_llm("local", {"decoding": "tools"}, log_path=tmp_path / "llm.log") as roles:
+        loop = open_loop("t", config, store, str(tmp_path / "t.db"), table_path, llm=roles)
+        tools = loop.role_tools("navigator")
+        assert sorted(t.name for t in tools) == ["check_ncodes", "decode_ncode", "lookup_trials"]
+        chat = roles.chat("navigator")
+        messages = LLMNavigator().messages(loop.context({}, 1))
+        first = chat.converse(messages, output_model=NavigatorAnswer, tools=tools, tool_choice="check_ncodes")
+        assert first is not None
+        result, message = first
+        assert isinstance(message, AIMessage)
+        called = [c["name"] for c in message.tool_calls] + [c.get("name") for c in message.invalid_tool_calls]
+        assert called and called[0] == "check_ncodes", message
+        message = message.model_copy(update={"content": message.content or "(calling tools)"})  # as tool_turn does
+        answers = run_tool_calls(tools, message, [*messages, message])  # the ToolNode, outside a search graph
+        assert len(answers) == len(called) and answers[0].tool_call_id == (message.tool_calls or
+                                                                          message.invalid_tool_calls)[0]["id"]
+        second = chat.converse([*messages, message, *answers], output_model=NavigatorAnswer, tools=tools,
+                               force_answer=True, parse_text=parse_strategy)
+        assert second is not None and second[0].mode == "tools"
+        assert second[0].value is not None and second[0].value.summary is not None
+
+
+def test_a_search_in_tool_mode_on_the_real_model(tmp_path, table_path):
+    ws = Workspace(tmp_path / "runs", table_path=table_path)
+    result = ws.search(space="nb201", dataset="cifar10", strategy="collm", llm="local", decoding="tools",
+                       tool_rounds=2, budget=4, batch_size=2, seed=0, run_id="tools")
+    assert result.status == "finished" and result.evaluations == 4
+    summary = ws.run("tools").llm_summary()
+    assert summary["modes"] == {"navigator": ["tools"], "generator": ["tools"]}
+    assert summary["calls"] >= 4
+    assert summary["tool_rounds"] <= 2 * 2 * 2  # bounded: two roles, two rounds, two tool rounds each at most

@@ -8,12 +8,12 @@ import math
 import pytest
 
 import helpers_eval
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 from collm_nas.evaluators import (
     DATASETS,
     CallableEvaluator,
     NB201TableEvaluator,
-    TrialResult,
+    Trial,
     load_table,
     make_evaluator,
 )
@@ -87,7 +87,7 @@ def test_evaluate_returns_metrics_and_cost(nb201_evaluator):
     results = nb201_evaluator.evaluate(["333132", "000300"])
     assert [r.ncode for r in results] == ["333132", "000300"]
     for r in results:
-        assert isinstance(r, TrialResult)
+        assert isinstance(r, Trial)
         assert r.status == "ok" and r.error is None
         assert set(r.metrics) == {"cifar10_valid", "cifar10_test", "params_mb", "flops_m"}
         assert all(math.isfinite(v) for v in r.metrics.values())
@@ -131,9 +131,9 @@ def test_metric_override(table_path):
 
 
 def test_better_respects_mode(nb201_evaluator):
-    assert nb201_evaluator.better(2.0, 1.0) and not nb201_evaluator.better(1.0, 2.0)
-    assert nb201_evaluator.better(-5.0, None)
-    assert not nb201_evaluator.better(1.0, 1.0)
+    assert nb201_evaluator.objective.direction.better(2.0, 1.0) and not nb201_evaluator.objective.direction.better(1.0, 2.0)
+    assert nb201_evaluator.objective.direction.better(-5.0, None)
+    assert not nb201_evaluator.objective.direction.better(1.0, 1.0)
 
 
 def test_datasets_registry():
@@ -355,7 +355,7 @@ def test_callable_bad_mode(user_space):
     with pytest.raises(UserError, match="unknown mode 'up'"):
         CallableEvaluator(user_space, "helpers_eval:score", mode="up")
     ev = CallableEvaluator(user_space, "helpers_eval:score", mode="min")
-    assert ev.better(1.0, 2.0) and not ev.better(2.0, 1.0)
+    assert ev.objective.direction.better(1.0, 2.0) and not ev.objective.direction.better(2.0, 1.0)
 
 
 def test_table_evaluator_refuses_a_user_space_named_nb201(table_path):

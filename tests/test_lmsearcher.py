@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from collm_nas import Workspace
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 from collm_nas.evaluators.nb201_table import load_table
-from collm_nas.graphs.components import forget_components
+
 from fake_openai import FakeOpenAIServer, Reply
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def ws(tmp_path: Path, table_path: str) -> Workspace:
     yield Workspace(tmp_path / "runs", table_path=table_path)
-    forget_components()
 
 
+@pytest.mark.e2e
 def test_lmsearcher_without_llm_uses_the_learned_ranker(ws: Workspace) -> None:
     result = ws.search(dataset="cifar10", strategy="lmsearcher", llm="none", budget=40, seed=1, run_id="lm")
     trials = ws.run("lm").trials()
@@ -36,6 +36,7 @@ def test_lmsearcher_without_llm_uses_the_learned_ranker(ws: Workspace) -> None:
     assert "learned ranker" in late[0]["strategy"]
 
 
+@pytest.mark.e2e
 def test_prior_from_another_dataset_is_accepted_and_the_target_is_refused(ws: Workspace) -> None:
     result = ws.search(dataset="imagenet16", strategy="lmsearcher", llm="none", budget=30, seed=0,
                        prior=["table:cifar100_test"], run_id="warm")
@@ -83,6 +84,7 @@ def test_lmsearcher_with_an_llm_ranker_and_answers_outside_the_pool(ws: Workspac
     assert ws.run("llm-rank").rounds()[-1]["llm"]["calls"] >= 1
 
 
+@pytest.mark.e2e
 def test_exported_trajectories_round_trip_and_point_at_the_true_best(ws: Workspace, tmp_path: Path,
                                                                       table_path: str) -> None:
     ws.search(dataset="cifar100", strategy="local", budget=40, seed=2, run_id="src")
@@ -106,6 +108,7 @@ def test_exported_trajectories_round_trip_and_point_at_the_true_best(ws: Workspa
         assert all(code in sample["messages"][1]["content"] for code in pool)
 
 
+@pytest.mark.e2e
 def test_export_refuses_unfinished_runs_and_plot_writes_a_png(ws: Workspace, tmp_path: Path,
                                                              table_path: str) -> None:
     ws.search(dataset="cifar10", strategy="rea", budget=30, seed=0, run_id="a")

@@ -22,7 +22,7 @@ from collm_nas.agents.local_model import (
     local_model_available,
     local_model_path,
 )
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 
 pytestmark = pytest.mark.local_llm
 

@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 from collm_nas.evaluators import load_table
 from collm_nas.models import (
     MBV3Arch,
@@ -72,6 +72,7 @@ def _table_codes(table) -> list[str]:
     return fixed + random.Random(201).sample(sorted(table.rows), 4)
 
 
+@pytest.mark.e2e
 def test_nb201_params_and_flops_match_the_table(table) -> None:
     """Parameters equal the table's; FlopCounterMode MACs (FLOPs / 2) equal the table's
     flops_m less the classifier's bias additions, which the table counts (one per class)."""

@@ -20,6 +20,8 @@ import pytest
 
 from collm_nas import Workspace
 
+
+pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 REFUSALS = ("being run by process", "still running in process", "changed while this command was starting",
             "already finished", "not waiting for approval")
@@ -28,7 +30,7 @@ REFUSALS = ("being run by process", "still running in process", "changed while t
 # earlier check (status, liveness, pending approval) and claim together.
 _AT_ONCE = textwrap.dedent("""
     import sys, time
-    from collm_nas.graphs import store
+    from collm_nas.storage import sql as store
     at = float(sys.argv[1])
     real = store.BaseTrialStore.claim
     def claim(self, run_id, seen=None):
@@ -140,7 +142,7 @@ def test_a_finished_run_is_never_run_again(env: dict[str, str]) -> None:
     done = _cli(["search", "--strategy", "rea", "--budget", "5", "--run-id", "f", "--no-progress"], env)
     assert done.returncode == 0, done.stderr
     ws = _workspace(env)
-    from collm_nas.errors import UserError
+    from collm_nas.core.errors import UserError
 
     with pytest.raises(UserError, match="already finished"):
         ws.store.claim("f")

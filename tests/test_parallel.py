@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from collm_nas import Workspace
-from collm_nas.errors import UserError
-from collm_nas.evaluators import EvaluatorSpec, ParallelEvaluator, TrialResult, evaluation_seed
+from collm_nas.core.errors import UserError
+from collm_nas.evaluators import EvaluatorSpec, ParallelEvaluator, Trial, evaluation_seed
 from collm_nas.evaluators import parallel
 from collm_nas.evaluators.seeding import current_seed, seeded
 from collm_nas.spaces import get_space, space_from_dict
@@ -43,12 +43,12 @@ def _fn_spec(target: str, space=None, seed: int = 7) -> EvaluatorSpec:
                          options={"dataset": None, "table_path": None, "metric": "score", "mode": "max"})
 
 
-def _same(results: list[TrialResult]) -> list[tuple]:
+def _same(results: list[Trial]) -> list[tuple]:
     """Everything but timings."""
     return [(r.ncode, r.arch, r.status, r.error, r.metrics) for r in results]
 
 
-def _evaluate(spec: EvaluatorSpec, backend: str, codes: list[str], workers: int | None = 2, **kw) -> list[TrialResult]:
+def _evaluate(spec: EvaluatorSpec, backend: str, codes: list[str], workers: int | None = 2, **kw) -> list[Trial]:
     evaluator = ParallelEvaluator(spec, backend, workers, **kw)
     try:
         return evaluator.evaluate(codes)
@@ -92,6 +92,7 @@ def test_evaluation_seed_comes_from_run_seed_and_code_only() -> None:
 
 
 # ------------------------------------------------------- identical results
+@pytest.mark.e2e
 def test_table_evaluator_gives_the_same_results_serial_and_on_a_process_pool(table_path: str) -> None:
     spec = _table_spec(table_path)
     serial = _evaluate(spec, "serial", CODES)
@@ -100,6 +101,7 @@ def test_table_evaluator_gives_the_same_results_serial_and_on_a_process_pool(tab
     assert _same(_evaluate(spec, "process", CODES)) == _same(serial)
 
 
+@pytest.mark.e2e
 def test_seeded_torch_function_gives_the_same_results_serial_and_on_a_process_pool() -> None:
     spec = _fn_spec("parallel_evaluator:seeded_score", seed=7)
     serial = _evaluate(spec, "serial", CODES[:8])
@@ -114,6 +116,7 @@ def test_seeded_torch_function_gives_the_same_results_serial_and_on_a_process_po
     assert other[0].metrics["score"] != serial[0].metrics["score"]
 
 
+@pytest.mark.server
 @pytest.mark.slow
 def test_cli_search_on_ray(tmp_path: Path, table_path: str) -> None:
     """The command line starts (and stops) its own local Ray; results equal a serial run's.
@@ -131,6 +134,7 @@ def test_cli_search_on_ray(tmp_path: Path, table_path: str) -> None:
     assert _stored(ws.db_path, "ray") == _stored(ws.db_path, "serial") and len(_stored(ws.db_path, "ray")) == 8
 
 
+@pytest.mark.server
 def test_ray_gives_the_same_results_as_serial(ray_local, table_path: str) -> None:
     spec = _table_spec(table_path)
     assert _same(_evaluate(spec, "ray", CODES)) == _same(_evaluate(spec, "serial", CODES))
@@ -139,6 +143,7 @@ def test_ray_gives_the_same_results_as_serial(ray_local, table_path: str) -> Non
     assert _same(_evaluate(spec, "ray", CODES[:8])) == _same(serial)
 
 
+@pytest.mark.e2e
 def test_a_whole_search_is_the_same_on_every_backend(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     backends = ["serial", "process"]
     if importlib.util.find_spec("ray") is not None or os.environ.get("COLLM_NAS_REQUIRE_RAY") == "1":
@@ -157,6 +162,7 @@ def test_a_whole_search_is_the_same_on_every_backend(request: pytest.FixtureRequ
 
 
 # ------------------------------------------------------------- worker crashes
+@pytest.mark.e2e
 def test_a_worker_crash_fails_one_trial_and_the_search_goes_on(tmp_path: Path) -> None:
     space = tmp_path / "tiny.yaml"
     space.write_text(json.dumps(TINY))
@@ -168,6 +174,7 @@ def test_a_worker_crash_fails_one_trial_and_the_search_goes_on(tmp_path: Path) -
     assert [(t.ncode, t.error) for t in failed] == [("00", "worker process died while evaluating (exit code 3)")]
 
 
+@pytest.mark.server
 def test_a_ray_worker_crash_fails_one_trial(ray_local) -> None:
     spec = _fn_spec("parallel_evaluator:crash_on_cx", space=space_from_dict(TINY), seed=1)
     results = _evaluate(spec, "ray", ["01", "00", "12"])
@@ -175,6 +182,7 @@ def test_a_ray_worker_crash_fails_one_trial(ray_local) -> None:
     assert results[1].error.startswith("worker process died while evaluating") and "\n" not in results[1].error
 
 
+@pytest.mark.e2e
 def test_process_workers_are_pinned_one_gpu_each(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel, "gpu_ids", lambda: ["0", "1"])  # as on a machine with two GPUs
     spec = _fn_spec("parallel_evaluator:cuda_devices")
@@ -182,13 +190,14 @@ def test_process_workers_are_pinned_one_gpu_each(monkeypatch: pytest.MonkeyPatch
     assert {r.metrics["gpu"] for r in results} == {0.0, 1.0}
 
 
+@pytest.mark.e2e
 def test_a_spooled_result_is_not_evaluated_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "calls.log"
     monkeypatch.setenv("PAR_EVAL_LOG", str(log))
     spool = tmp_path / "spool"
     spool.mkdir()
     spec = _fn_spec("parallel_evaluator:seeded_score")
-    kept = TrialResult("000011", "kept", metrics={"score": 1.5})
+    kept = Trial("000011", "kept", metrics={"score": 1.5})
     parallel.spool_write(spool, kept)  # as a worker leaves it when the controller dies
     results = _evaluate(spec, "process", ["333132", "000011"], spool_dir=spool)
     assert results[1] == kept and results[0].status == "ok"
@@ -254,6 +263,7 @@ def _log_lines(log: Path) -> list[tuple[str, int, str]]:
     return [(kind, int(pid), text) for kind, pid, text in (line.split(" ", 2) for line in log.read_text().splitlines())]
 
 
+@pytest.mark.e2e
 def test_cli_search_on_a_process_pool_matches_serial(tmp_path: Path, table_path: str) -> None:
     env = _env(tmp_path, table_path)
     common = ["search", "--strategy", "local", "--budget", "16", "--batch-size", "4", "--seed", "2", "--json"]
@@ -272,6 +282,7 @@ def test_cli_search_on_a_process_pool_matches_serial(tmp_path: Path, table_path:
     assert bad.returncode == 2 and "COLLM_NAS_BACKEND" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_sigkill_mid_batch_loses_no_finished_evaluation_and_repeats_none(tmp_path: Path, table_path: str) -> None:
     budget, run_id = 18, "victim"
@@ -322,6 +333,7 @@ def test_sigkill_mid_batch_loses_no_finished_evaluation_and_repeats_none(tmp_pat
     assert _stored(ws.db_path, "reference") == after
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_ctrl_c_stops_the_pool_and_resume_finishes(tmp_path: Path, table_path: str) -> None:
     log = tmp_path / "calls.log"

@@ -1,6 +1,6 @@
 """PostgreSQL: trials and checkpoints in a real server (started by tests/pg_server.py), searched,
 killed and resumed from other processes, listed and shown through the CLI, approved from another
-process, one writer per run, and passwords that never show. The store contract runs on SQLite too."""
+process, one writer per run, and passwords that never show. The store contract (collm_nas.testing) runs here as on SQLite."""
 
 from __future__ import annotations
 
@@ -16,11 +16,15 @@ from pathlib import Path
 import pytest
 
 from collm_nas import Workspace
-from collm_nas.errors import UserError
-from collm_nas.evaluators import TrialResult
-from collm_nas.graphs.locator import mask_url, parse_store, scrub
-from collm_nas.graphs.store import ACTIVE, FINISHED, INTERRUPTED, BaseTrialStore, RunHistory, open_trial_store
+from collm_nas.core.errors import UserError
+from collm_nas.evaluators import Trial
+from collm_nas.storage.locator import mask_url, parse_store, scrub
+from collm_nas.core import ACTIVE, FINISHED, INTERRUPTED
+from collm_nas.storage import RunHistory, open_trial_store
+from collm_nas.testing import StoreContract
 
+
+pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -76,70 +80,34 @@ def _one_line_error(done: subprocess.CompletedProcess) -> str:
     return done.stderr
 
 
-# ================================================================ the store contract, on both databases
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request, tmp_path) -> BaseTrialStore:
-    locator = str(tmp_path / "s.db") if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    s = open_trial_store(locator)
-    yield s
-    s.close()
+# ================================================================ the store contract, on PostgreSQL
+class TestPostgresStore(StoreContract):
+    """The contract every store passes (collm_nas.testing), on a fresh database of the real server."""
+
+    @pytest.fixture
+    def store(self, postgres_url: str):
+        s = open_trial_store(postgres_url)
+        yield s
+        s.close()
 
 
-def _result(code: str, value: float | None) -> TrialResult:
+def _result(code: str, value: float | None, round_no: int = 1, searched: float | None = None) -> Trial:
+    """A trial as a run records it (its round and searched value set)."""
     if value is None:
-        return TrialResult(code, f"arch-{code}", metrics={}, cost={"s": 0.1}, status="failed", error="boom")
-    return TrialResult(code, f"arch-{code}", metrics={"acc": value}, cost={"s": 0.1})
+        trial = Trial(code, f"arch-{code}", metrics={}, cost={"s": 0.1}, status="failed", error="boom")
+    else:
+        trial = Trial(code, f"arch-{code}", metrics={"acc": value}, cost={"s": 0.1})
+    return trial.recorded(round=round_no, value=searched)
 
 
-def test_store_contract(store: BaseTrialStore) -> None:
-    assert store.get_run("r1") is None and store.list_runs() == []
-    store.create_run("r1", {"strategy": "rea", "budget": 10})
-    store.create_run("r2", {})
-    with pytest.raises(Exception):
-        store.create_run("r1", {})
-    run = store.get_run("r1")
-    assert (run.status, run.config, run.n_trials) == (ACTIVE, {"strategy": "rea", "budget": 10}, 0)
-    assert run.pid == os.getpid()
-    assert run.process_alive and run.display_status == "running"  # the creator is the run's writer
-    assert [r.run_id for r in store.list_runs()] == ["r1", "r2"]
-    # Trials: idempotent per (run, NCode), in evaluation order, read incrementally.
-    codes = ["333132", "000300", "111111", "222222"]
-    for i, code in enumerate(codes):
-        assert store.add_trial("r1", _result(code, float(i) if i != 2 else None), 1 + i // 2, i if i != 2 else None)
-    assert store.add_trial("r1", _result("333132", 99.0), 7, 99.0) is False
-    assert store.add_trial("r2", _result("333132", 5.0), 1, 5.0) is True
-    trials = store.trials("r1")
-    assert [t.ncode for t in trials] == codes and [t.round for t in trials] == [1, 1, 2, 2]
-    assert trials[0].value == 0.0 and trials[0].metrics == {"acc": 0.0} and trials[0].cost == {"s": 0.1}
-    assert trials[2].status == "failed" and trials[2].error == "boom" and trials[2].value is None
-    assert [t.ncode for t in store.trials("r1", after_seq=trials[1].seq)] == codes[2:]
-    assert store.count_trials("r1") == 4 and store.count_trials("nobody") == 0
-    assert store.recorded("r1", ["333132", "444444", "222222"]) == {"333132", "222222"}
-    assert store.recorded("r1", []) == set()
+def test_run_history_reads_a_postgres_run(postgres_url: str) -> None:
+    store = open_trial_store(postgres_url)
+    store.create_run("r1", {})
+    for i, code in enumerate(["333132", "000300", "111111", "222222"]):
+        store.add_trial("r1", _result(code, float(i) if i != 2 else None, 1 + i // 2, i if i != 2 else None))
     history = RunHistory(store, "r1")
     assert len(history) == 4 and history.best().ncode == "222222"
-    # Rounds: a re-run round replaces its figures.
-    store.add_round("r1", 2, {"evaluated": 4})
-    store.add_round("r1", 1, {"evaluated": 2})
-    store.add_round("r1", 2, {"evaluated": 5})
-    assert store.rounds("r1") == [{"round": 1, "evaluated": 2}, {"round": 2, "evaluated": 5}]
-    store.update_summary("r1", "222222", 3.0)
-    assert (store.get_run("r1").best_ncode, store.get_run("r1").n_trials) == ("222222", 4)
-    store.set_status("r1", FINISHED, "budget")
-    store.set_status("r1", INTERRUPTED)  # no reason given: the old one stays
-    assert (store.get_run("r1").status, store.get_run("r1").stop_reason) == (INTERRUPTED, "budget")
-    # Claims: unknown run, a changed run, a finished run.
-    with pytest.raises(UserError, match="unknown run 'zz'"):
-        store.claim("zz")
-    seen = store.get_run("r1").updated_at
-    store.set_status("r1", INTERRUPTED)
-    with pytest.raises(UserError, match="changed while this command was starting"):
-        store.claim("r1", seen=seen)
-    store.claim("r1", seen=store.get_run("r1").updated_at)
-    assert store.get_run("r1").status == ACTIVE
-    store.set_status("r1", FINISHED, "budget")
-    with pytest.raises(UserError, match="already finished"):
-        store.claim("r1")
+    store.close()
 
 
 def test_a_claim_in_another_session_is_refused_until_the_holder_lets_go(postgres_url: str) -> None:
@@ -273,8 +241,8 @@ def test_approval_flow_across_processes(tmp_path: Path, table_path: str, postgre
 _CLAIMER = textwrap.dedent("""
     import os, socket, sys, time
     socket.gethostname = lambda: sys.argv[2]          # as if on another machine
-    from collm_nas.graphs.store import open_trial_store
-    from collm_nas.errors import UserError
+    from collm_nas.storage import open_trial_store
+    from collm_nas.core.errors import UserError
     store = open_trial_store(os.environ["COLLM_NAS_STORE"])
     while time.time() < float(sys.argv[1]):
         time.sleep(0.0005)
@@ -328,6 +296,149 @@ def test_one_writer_per_run_on_postgres(tmp_path: Path, table_path: str, postgre
     resumed = _cli(["resume", "w", "--json"], _env(tmp_path, table_path, store=postgres_url))
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["evaluations"] == 60 == len(_trials(postgres_url, "w")) > before
+
+
+# ================================================================ lost connections
+def _database(url: str) -> str:
+    return url.rsplit("/", 1)[1].split("?", 1)[0]
+
+
+def _terminate(server, url: str) -> int:
+    """End every session on the store's database (as an administrator or a failover would) and wait until they
+    are gone; from a session on another database, so that this works while the database refuses connections."""
+    database = _database(url)
+    pids = [r[0] for r in _sql(server.url(), "SELECT pid FROM pg_stat_activity WHERE datname = %s "
+                                             "AND pid <> pg_backend_pid()", (database,))]
+    _sql(server.url(), "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
+    deadline = time.time() + 60  # (a guard against a hang, not a measurement)
+    while _sql(server.url(), "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,))[0][0]:
+        assert time.time() < deadline, "the terminated sessions did not end"
+        time.sleep(0.01)
+    return len(pids)
+
+
+def _allow_connections(server, url: str, allowed: bool) -> None:
+    _sql(server.url(), f'ALTER DATABASE "{_database(url)}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+
+
+def test_a_store_whose_connection_is_killed_keeps_working_and_keeps_its_run(postgres_server,
+                                                                           postgres_url: str) -> None:
+    from collm_nas.storage.postgres import PostgresTrialStore
+
+    store = PostgresTrialStore(postgres_url)
+    store.create_run("r", {})
+    assert store.add_trial("r", _result("000001", 1.0, 1, 1.0))
+    assert _terminate(postgres_server, postgres_url) >= 1
+    assert store.add_trial("r", _result("000002", 2.0, 1, 2.0)) is True  # a write, on a new connection
+    _terminate(postgres_server, postgres_url)
+    assert [t.ncode for t in store.trials("r")] == ["000001", "000002"]  # a read
+    _terminate(postgres_server, postgres_url)
+    store.claim("r")  # still its writer: the lock was taken again with the new connection
+    other = open_trial_store(postgres_url)
+    assert other.get_run("r").held is True
+    with pytest.raises(UserError, match=f"being run by process {os.getpid()}"):
+        other.claim("r")
+    store.update_summary("r", "000002", 2.0)
+    assert other.get_run("r").n_trials == 2 and other.count_trials("r") == 2
+    # Taken over while cut off (here: another store claims the freed run before this one is back): this
+    # one is refused in one line, and does not overwrite the new writer's status.
+    _terminate(postgres_server, postgres_url)
+    other.claim("r")
+    with pytest.raises(UserError, match="taken over .* only one process may run") as refused:
+        store.add_trial("r", _result("000003", 3.0, 2, 3.0))
+    assert "\n" not in str(refused.value) and postgres_server.password not in str(refused.value)
+    with pytest.raises(UserError, match="taken over"):
+        store.set_status("r", INTERRUPTED)
+    assert other.get_run("r").status == ACTIVE and other.get_run("r").held
+    assert [t.ncode for t in other.trials("r")] == ["000001", "000002"]
+    other.close()
+    store.close()
+
+
+def test_a_search_whose_connections_are_all_killed_finishes(tmp_path: Path, table_path: str, postgres_server,
+                                                            postgres_url: str) -> None:
+    budget = 45
+    log = tmp_path / "evaluations.log"
+    env = _env(tmp_path, table_path, E2E_EVAL_LOG=str(log), E2E_EVAL_SLEEP="0.05")
+    proc = _start(["search", "--store", postgres_url, "--evaluator", "e2e_evaluator:score", "--strategy", "random",
+                   "--budget", str(budget), "--seed", "5", "--llm", "none", "--run-id", "cut", "--json"], env)
+    try:
+        for at_least in (8, 20, 32):  # three times, every session of the search (store and checkpointer)
+            _wait_for_trials(postgres_url, "cut", at_least, proc)
+            assert _terminate(postgres_server, postgres_url) >= 2
+        out, err = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert json.loads(out)["evaluations"] == budget
+    stored = _sql(postgres_url, "SELECT ncode FROM trials WHERE run_id = 'cut'")
+    assert len(stored) == budget == len({r[0] for r in stored})
+    calls = log.read_text().splitlines()
+    assert len(calls) == budget == len(set(calls)), "an architecture was evaluated twice"
+    assert _sql(postgres_url, "SELECT status, n_trials FROM runs WHERE run_id = 'cut'") == [(FINISHED, budget)]
+
+
+def test_a_database_that_stays_away_is_one_line_and_loses_nothing(postgres_server, postgres_url: str) -> None:
+    from collm_nas.storage.postgres import PostgresTrialStore, Reconnect, postgres_checkpointer
+
+    quick = Reconnect(attempts=3, within_s=1.0, first_wait_s=0.05)
+    store = PostgresTrialStore(postgres_url, reconnect=quick)
+    store.create_run("r", {})
+    for i in range(3):
+        store.add_trial("r", _result(f"00000{i}", float(i), 1, float(i)))
+    config = {"configurable": {"thread_id": "r", "checkpoint_ns": ""}}
+    with postgres_checkpointer(postgres_url, reconnect=quick) as saver:
+        saver.put(config, {"v": 4, "id": "1", "ts": "2024-01-01T00:00:00+00:00", "channel_values": {"round": 1},
+                           "channel_versions": {"round": "1"}, "versions_seen": {}}, {}, {"round": "1"})
+        _allow_connections(postgres_server, postgres_url, False)
+        try:
+            _terminate(postgres_server, postgres_url)
+            with pytest.raises(UserError) as failed:
+                store.add_trial("r", _result("000009", 9.0, 2, 9.0))
+            with pytest.raises(UserError) as read:
+                saver.get_tuple(config)
+        finally:
+            _allow_connections(postgres_server, postgres_url, True)
+        for error, what in ((failed, "record trial 000009"), (read, "read a checkpoint")):
+            message = str(error.value)
+            assert "\n" not in message and postgres_server.password not in message, message
+            assert message.startswith("lost the connection to the PostgreSQL store postgresql://collm:***@"), message
+            assert what in message and "not currently accepting connections" in message, message
+            assert "collm-nas resume r" in message, message
+        # Nothing recorded is lost, and once the server takes connections again both go on.
+        assert sorted(_trials(postgres_url, "r")) == ["000000", "000001", "000002"]
+        assert saver.get_tuple(config).checkpoint["channel_values"] == {"round": 1}
+    assert store.add_trial("r", _result("000009", 9.0, 2, 9.0)) is True
+    assert store.count_trials("r") == 4 and store.get_run("r").held
+    store.close()
+
+
+# ================================================================ checkpoint pruning
+def test_checkpoints_are_pruned_on_postgres(tmp_path: Path, table_path: str, postgres_url: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLLM_NAS_KEEP_CHECKPOINTS", "6")
+    ws = Workspace(tmp_path / "runs", table_path=table_path, store=postgres_url)
+    ws.search(strategy="rea", budget=60, batch_size=1, seed=2, run_id="long")
+    ids = [r[0] for r in _sql(postgres_url, "SELECT checkpoint_id FROM checkpoints WHERE thread_id = 'long' "
+                                            "ORDER BY checkpoint_id DESC")]
+    # One per round (60 rounds) and the start, plus at most the 6 most recent.
+    assert 61 <= len(ids) <= 61 + 6, len(ids)
+    with_writes = {r[0] for r in _sql(postgres_url, "SELECT DISTINCT checkpoint_id FROM checkpoint_writes "
+                                                    "WHERE thread_id = 'long'")}
+    assert with_writes <= set(ids[:6]), "pending writes of an old checkpoint were kept"
+    orphans = _sql(postgres_url, "SELECT b.channel, b.version FROM checkpoint_blobs b WHERE b.thread_id = 'long' "
+                                 "AND NOT EXISTS (SELECT 1 FROM checkpoints c WHERE c.thread_id = b.thread_id "
+                                 "AND c.checkpoint_ns = b.checkpoint_ns "
+                                 "AND c.checkpoint -> 'channel_versions' ->> b.channel = b.version)")
+    assert orphans == []
+    assert _sql(postgres_url, "SELECT count(*) FROM checkpoint_blobs WHERE thread_id = 'long'")[0][0] > 0
+    assert [p["round"] for p in ws.history("long")] == list(range(61))
+    child = ws.fork("long", 30, new_run_id="child")  # replays its parent from round 30 exactly
+    assert [t.ncode for t in ws.run("child").trials()] == [t.ncode for t in ws.run("long").trials()]
+    assert child.evaluations == 60
+    report = ws.prune("long", keep_recent=1)
+    assert report.rounds_kept == 61 and report.kept <= 62
+    assert [p["round"] for p in ws.history("long")] == list(range(61))
 
 
 # ================================================================ passwords and bad stores

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 from collm_nas.evaluators import make_evaluator
 from collm_nas.evaluators.datasets import load_dataset
 from collm_nas.evaluators.nb201_table import load_table
@@ -98,6 +98,7 @@ def test_scores_are_the_published_definitions(digits) -> None:
     assert synflow(net, (1, 16, 16)) == pytest.approx(value, rel=1e-12)
 
 
+@pytest.mark.e2e
 def test_proxies_rank_like_the_nb201_table_on_a_seeded_sample(digits, table_path: str) -> None:
     """On 40 seeded random architectures (C=8, N=1 networks, digits images) the proxies order the
     architectures like CIFAR-10 validation accuracy in the table. Measured: synflow 0.50,
@@ -147,6 +148,7 @@ def test_proxy_evaluator_options_and_errors(digits) -> None:
                        train_options={"proxy": "naswot"})
 
 
+@pytest.mark.e2e
 def test_cli_search_with_the_proxy_evaluator(tmp_path: Path) -> None:
     env = dict(os.environ, COLLM_NAS_RUNS_DIR=str(tmp_path / "runs"), COLLM_NAS_PROGRESS="never",
                OMP_NUM_THREADS="1")

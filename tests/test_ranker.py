@@ -9,11 +9,11 @@ import pytest
 from fake_openai import FakeOpenAIServer, Reply
 
 from collm_nas.agents.chat_models import LLMUnavailable, RetryPolicy, RoleModelConfig
-from collm_nas.agents.roles import Trial
+from collm_nas.core import Trial
 from collm_nas.agents.structured import StructuredChat
 from collm_nas.spaces import get_space
 from collm_nas.tools.grammar import pick_gbnf
-from collm_nas.tools.ranker import LLMRanker, RankOutcome, history_lines, make_rank_tool, parse_pick
+from collm_nas.agents.ranker import LLMRanker, RankOutcome, history_lines, make_rank_tool, parse_pick
 
 FAST = RetryPolicy(max_attempts=2, initial_wait_s=0.01, max_wait_s=0.05, max_total_s=5.0, jitter_s=0.0)
 POOL = ["123412", "333333", "204130"]

@@ -57,6 +57,7 @@ def _wait_for_trials(db: Path, run_id: str, at_least: int, proc: subprocess.Pope
     raise AssertionError("search made no progress")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("strategy,batch", [("rea", "1"), ("local", "1"), ("random", "7"), ("lmsearcher", "3")])
 def test_sigkill_then_resume_ends_with_exactly_budget_trials(tmp_path: Path, table_path: str,
                                                              strategy: str, batch: str) -> None:
@@ -95,6 +96,7 @@ def test_sigkill_then_resume_ends_with_exactly_budget_trials(tmp_path: Path, tab
     assert _codes_in_order(db, "whole") == _codes_in_order(db, "victim")
 
 
+@pytest.mark.e2e
 def test_ctrl_c_marks_run_interrupted_and_resume_finishes(tmp_path: Path, table_path: str) -> None:
     env = _env(tmp_path, table_path, E2E_EVAL_SLEEP="0.01")
     db = tmp_path / "runs" / "collm-nas.db"
@@ -121,6 +123,7 @@ def _latest_checkpoint_bytes(db: Path, run_id: str) -> int:
     return row[0]
 
 
+@pytest.mark.e2e
 def test_checkpoint_size_does_not_grow_with_trials(tmp_path: Path, table_path: str) -> None:
     ws = Workspace(tmp_path / "runs", table_path=table_path)
     ws.search(strategy="rea", budget=10, seed=0, run_id="small")

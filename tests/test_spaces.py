@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import yaml
 
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 from collm_nas.spaces import NB201Space, get_space, load_space_file, parse_constraints, space_from_dict
 from collm_nas.spaces.nb201 import EDGES, OPERATIONS
 from collm_nas.tools import ValidityChecker

@@ -1,8 +1,8 @@
-"""Search strategies and the Coordinator, driven round by round without the graph.
+"""Search strategies and the Coordinator, driven round by round through the engine (no LangGraph).
 
-``run_search`` plays the graph's loop directly:
-navigator.navigate -> generator.generate -> Coordinator.screen -> evaluate ->
-TrialStore.add_trial -> RunHistory.refresh, until the Coordinator says stop.
+``run_search`` runs :class:`collm_nas.engine.SearchLoop` on a real store and evaluator and logs every
+round through its ``on_step`` hook: navigator.navigate -> generator.generate -> Coordinator.screen ->
+evaluate -> TrialStore.add_trial -> record, until the Coordinator says stop.
 """
 
 from __future__ import annotations
@@ -14,23 +14,24 @@ from dataclasses import dataclass, field
 import pytest
 
 from collm_nas.agents import (
-    LLM_FREE_STRATEGIES,
     STRATEGIES,
     Coordinator,
     RoundContext,
     StopRule,
     Strategy,
     Trial,
+    llm_free_names,
     make_strategy,
     sample_new,
 )
 from collm_nas.agents.baselines import EvolutionNavigator
-from collm_nas.errors import UserError
-from collm_nas.evaluators import CallableEvaluator, Evaluator
-from collm_nas.graphs.store import RunHistory, TrialStore
+from collm_nas.core import Objective, RunConfig, UserError
+from collm_nas.engine import SearchLoop
 from collm_nas.spaces import NB201Space, SearchSpace, space_from_dict
-from collm_nas.tools import ValidityChecker, make_validity_tool
+from collm_nas.storage import SQLiteTrialStore
+from collm_nas.tools import ValidityChecker
 
+LLM_FREE_STRATEGIES = tuple(llm_free_names())
 NB201 = NB201Space()
 
 
@@ -79,16 +80,11 @@ def make_ctx(space, history, *, quota=4, seed=0, round_no=1, mode="max", checker
         history=history,
         round=round_no,
         seed=seed,
-        mode=mode,
         quota=quota,
         is_legal=checker.is_valid,
+        objective=Objective("value", mode),
         memory=memory if memory is not None else {},
     )
-
-
-def tool_check(checker: ValidityChecker):
-    tool = make_validity_tool(checker)
-    return lambda codes: tool.invoke({"ncodes": codes})
 
 
 @dataclass
@@ -125,78 +121,61 @@ class SearchRun:
 def run_search(
     strategy_name: str,
     space: SearchSpace,
-    evaluator: Evaluator,
+    evaluator: str,
     db_path,
     *,
     budget: int,
     batch_size: int,
     seed: int = 0,
     target: float | None = None,
+    table_path: str | None = None,
 ) -> SearchRun:
-    store = TrialStore(db_path)
+    """A whole search through the engine; ``evaluator`` is 'table' or a module:function."""
+    store = SQLiteTrialStore(db_path)
     run_id = f"{strategy_name}-{seed}-{batch_size}"
-    store.create_run(run_id, {"strategy": strategy_name, "seed": seed})
-    history = RunHistory(store, run_id, evaluator.mode)
-    checker = ValidityChecker(space)
-    coordinator = Coordinator(tool_check(checker), StopRule(budget, target, evaluator.mode), batch_size)
-    strategy = make_strategy(strategy_name)
-    memory: dict = {}
+    config = RunConfig(space=space.name, space_definition=None if isinstance(space, NB201Space) else space.to_dict(),
+                       evaluator=evaluator, dataset="cifar10" if evaluator == "table" else None,
+                       strategy=strategy_name, budget=budget, seed=seed, batch_size=batch_size, target=target,
+                       llm="none")
+    store.create_run(run_id, config.model_dump(mode="json"))
+    loop = SearchLoop(run_id, config, store, table_path=table_path)
     rounds: list[RoundLog] = []
-    added: list[bool] = []
-    round_no = 0
-    stop = None
-    while stop is None:
-        round_no += 1
-        assert round_no < 10 * budget + 10, "the search does not terminate"
+    current: dict = {}
 
-        def ctx() -> RoundContext:
-            return RoundContext(
-                space=space,
-                history=history,
-                round=round_no,
-                seed=seed,
-                mode=evaluator.mode,
-                quota=coordinator.quota(len(history)),
-                is_legal=checker.is_valid,
-                memory=memory,
-            )
+    def watch(step: str, before: dict, update: dict) -> None:
+        if step == "plan":
+            current.clear()
+            current.update(round=update["round"], before=list(loop.history.trials()),
+                           strategy=Strategy.model_validate(update["strategy"]), memory=dict(update["memory"]),
+                           quota=loop.coordinator.quota(len(loop.history)))
+        elif step == "propose":
+            current["proposals"] = list(update["proposals"])
+        elif step == "screen":
+            sc = loop.last_screening
+            rounds.append(RoundLog(current["round"], current["quota"], current["before"], current["strategy"],
+                                   current["proposals"], list(sc.accepted), list(sc.topped_up), list(sc.duplicates),
+                                   dict(sc.illegal), current["memory"]))
 
-        before = list(history.trials())
-        plan = strategy.navigator.navigate(ctx())
-        proposals = list(strategy.generator.generate(plan, ctx().quota, ctx()))
-        screening = coordinator.screen(proposals, ctx(), ctx().quota)
-        rounds.append(
-            RoundLog(round_no, ctx().quota, before, plan, proposals, list(screening.accepted),
-                     list(screening.topped_up), list(screening.duplicates), dict(screening.illegal), dict(memory))
-        )
-        batch = screening.batch
-        best = history.best()
-        if not batch:
-            stop = coordinator.stop_reason(len(history), best.value if best else None, batch_was_empty=True)
-            break
-        for result in evaluator.evaluate(batch):
-            value = result.metrics.get(evaluator.searched_metric) if result.status == "ok" else None
-            added.append(store.add_trial(run_id, result, round_no, value))
-        history.refresh()
-        best = history.best()
-        stop = coordinator.stop_reason(len(history), best.value if best else None)
+    end = loop.run(on_step=watch)
     trials = list(store.trials(run_id))
     store.close()
-    return SearchRun(trials, rounds, stop, added, memory)
+    added = [True] * len(trials) if len({t.ncode for t in trials}) == len(trials) else [False]
+    return SearchRun(trials, rounds, end["stop_reason"], added, end["memory"])
 
 
 _RUNS: dict = {}
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory, nb201_evaluator):
+def searched(tmp_path_factory, table_path):
     """Cached NB201 searches keyed by (strategy, batch size, seed, budget)."""
 
     def get(name: str, batch_size: int, seed: int = 0, budget: int = 300) -> SearchRun:
         key = (name, batch_size, seed, budget)
         if key not in _RUNS:
             db = tmp_path_factory.mktemp("runs") / "trials.sqlite"
-            _RUNS[key] = run_search(name, NB201, nb201_evaluator, db, budget=budget, batch_size=batch_size, seed=seed)
+            _RUNS[key] = run_search(name, NB201, "table", db, budget=budget, batch_size=batch_size, seed=seed,
+                                    table_path=table_path)
         return _RUNS[key]
 
     return get
@@ -239,10 +218,10 @@ def test_search_loop_invariants(searched, name, batch_size):
 
 
 @pytest.mark.parametrize("name", sorted(LLM_FREE_STRATEGIES))
-def test_determinism(tmp_path, nb201_evaluator, name):
-    a = run_search(name, NB201, nb201_evaluator, tmp_path / "a.sqlite", budget=60, batch_size=4, seed=3)
-    b = run_search(name, NB201, nb201_evaluator, tmp_path / "b.sqlite", budget=60, batch_size=4, seed=3)
-    c = run_search(name, NB201, nb201_evaluator, tmp_path / "c.sqlite", budget=60, batch_size=4, seed=4)
+def test_determinism(tmp_path, table_path, name):
+    a = run_search(name, NB201, "table", tmp_path / "a.sqlite", budget=60, batch_size=4, seed=3, table_path=table_path)
+    b = run_search(name, NB201, "table", tmp_path / "b.sqlite", budget=60, batch_size=4, seed=3, table_path=table_path)
+    c = run_search(name, NB201, "table", tmp_path / "c.sqlite", budget=60, batch_size=4, seed=4, table_path=table_path)
     assert a.codes == b.codes
     assert [t.round for t in a.trials] == [t.round for t in b.trials]
     assert a.codes != c.codes
@@ -347,12 +326,12 @@ def test_local_search_proposes_neighbours_of_the_incumbent(searched, batch_size)
 # =============================================================== Coordinator
 @pytest.fixture()
 def coordinator():
-    return Coordinator(tool_check(ValidityChecker(NB201)), StopRule(budget=10), batch_size=4)
+    return Coordinator(ValidityChecker(NB201), StopRule(budget=10), batch_size=4)
 
 
 def test_coordinator_requires_a_positive_batch():
     with pytest.raises(ValueError):
-        Coordinator(lambda codes: [], StopRule(10), batch_size=0)
+        Coordinator(ValidityChecker(NB201), StopRule(10), batch_size=0)
 
 
 @pytest.mark.parametrize("evaluated,quota", [(0, 4), (5, 4), (6, 4), (7, 3), (9, 1), (10, 0), (12, 0)])
@@ -415,27 +394,28 @@ def test_stop_rule():
     assert rule.reason(9, 100.0) is None
     assert rule.reason(10, None) == "budget"
     assert rule.reason(11, None) == "budget"
-    high = StopRule(budget=10, target=90.0, mode="max")
+    high = StopRule(budget=10, target=90.0, objective=Objective("v", "max"))
     assert high.reason(3, 89.9) is None
     assert high.reason(3, 90.0) == "target"
     assert high.reason(3, None) is None
     assert high.reason(10, 95.0) == "budget"  # the budget is checked first
-    low = StopRule(budget=10, target=0.5, mode="min")
+    low = StopRule(budget=10, target=0.5, objective=Objective("v", "min"))
     assert low.reason(3, 0.6) is None
     assert low.reason(3, 0.5) == "target"
     assert low.reason(3, 0.1) == "target"
 
 
 def test_coordinator_stop_reason():
-    c = Coordinator(lambda codes: [], StopRule(budget=5, target=1.0), batch_size=1)
+    c = Coordinator(ValidityChecker(NB201), StopRule(budget=5, target=1.0), batch_size=1)
     assert c.stop_reason(2, 0.5) is None
     assert c.stop_reason(2, 0.5, batch_was_empty=True) == "exhausted"
     assert c.stop_reason(5, 0.5, batch_was_empty=True) == "budget"
     assert c.stop_reason(2, 1.0, batch_was_empty=True) == "target"
 
 
-def test_search_stops_at_target(tmp_path, nb201_evaluator):
-    run = run_search("random", NB201, nb201_evaluator, tmp_path / "t.sqlite", budget=300, batch_size=2, target=85.0)
+def test_search_stops_at_target(tmp_path, table_path):
+    run = run_search("random", NB201, "table", tmp_path / "t.sqlite", budget=300, batch_size=2, target=85.0,
+                     table_path=table_path)
     assert run.stop_reason == "target"
     assert max(t.value for t in run.trials) >= 85.0
     last = run.rounds[-1].round
@@ -465,12 +445,12 @@ def test_sample_new_runs_out(tiny):
 
 def test_sample_new_respects_legality(tiny):
     checker = ValidityChecker(tiny)
-    ctx = RoundContext(tiny, FakeHistory(), 1, 0, "max", 4, lambda c: checker.is_valid(c) and c[0] == "1")
+    ctx = RoundContext(tiny, FakeHistory(), 1, 0, 4, lambda c: checker.is_valid(c) and c[0] == "1")
     assert sorted(sample_new(ctx, 4, random.Random(0))) == ["10", "11"]
 
 
 def test_coordinator_reports_exhaustion(tiny):
-    coord = Coordinator(tool_check(ValidityChecker(tiny)), StopRule(budget=10), batch_size=4)
+    coord = Coordinator(ValidityChecker(tiny), StopRule(budget=10), batch_size=4)
     full = FakeHistory([(c, 1.0) for c in ["00", "01", "10", "11"]])
     ctx = make_ctx(tiny, full, quota=coord.quota(len(full)))
     s = coord.screen(["00", "11"], ctx, ctx.quota)
@@ -480,13 +460,12 @@ def test_coordinator_reports_exhaustion(tiny):
 
 @pytest.mark.parametrize("batch_size", [1, 3])
 @pytest.mark.parametrize("name", sorted(LLM_FREE_STRATEGIES))
-def test_search_on_a_tiny_space_ends_exhausted(tmp_path, tiny, name, batch_size):
-    evaluator = CallableEvaluator(tiny, lambda arch: float(len(arch["a"] + arch["b"])))
-    run = run_search(name, tiny, evaluator, tmp_path / "tiny.sqlite", budget=10, batch_size=batch_size)
-    assert run.stop_reason == "exhausted"
+def test_search_on_a_tiny_space_evaluates_all_of_it(tmp_path, tiny, name, batch_size):
+    """The whole space as the budget: every architecture once, the last batch cut to what is left."""
+    run = run_search(name, tiny, "helpers_eval:tiny_score", tmp_path / "tiny.sqlite", budget=4, batch_size=batch_size)
+    assert run.stop_reason == "budget"
     assert sorted(run.codes) == ["00", "01", "10", "11"]
     assert all(run.added)
-    assert run.rounds[-1].batch == []
 
 
 # ============================================================== RoundContext

@@ -12,13 +12,18 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+import json
 from typing import Any
 
 import pytest
 
 from collm_nas import Workspace
 
+
+pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[1]
 LANGGRAPH = Path(sys.executable).parent / "langgraph"
 STREAM = ["custom", "updates"]
@@ -42,14 +47,15 @@ def _healthy(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, table_path: str) -> dict[str, Any]:
+@contextmanager
+def _langgraph_dev(home: Path, table_path: str, **env_extra: str) -> Iterator[dict[str, Any]]:
     """`langgraph dev` on langgraph.json, in its own process group (killed as a group at the end)."""
-    home = tmp_path_factory.mktemp("studio")  # the server's cwd: its .langgraph_api store lands here
     port = _free_port()
     env = dict(os.environ, COLLM_NAS_NB201_TABLE=table_path, COLLM_NAS_RUNS_DIR=str(home / "default-runs"),
-               LANGGRAPH_CLI_NO_ANALYTICS="1", LANGSMITH_TRACING="false", PYTHONUNBUFFERED="1")
+               LANGGRAPH_CLI_NO_ANALYTICS="1", LANGSMITH_TRACING="false", PYTHONUNBUFFERED="1", **env_extra)
     env.pop("COLLM_NAS_LLM_BASE_URL", None)
+    if "COLLM_NAS_STORE" not in env_extra:
+        env.pop("COLLM_NAS_STORE", None)
     log = (home / "server.log").open("wb")
     started = time.perf_counter()
     proc = subprocess.Popen(
@@ -78,6 +84,13 @@ def server(tmp_path_factory: pytest.TempPathFactory, table_path: str) -> dict[st
         log.close()
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, table_path: str) -> Iterator[dict[str, Any]]:
+    # the server's cwd: its .langgraph_api store lands here
+    with _langgraph_dev(tmp_path_factory.mktemp("studio"), table_path) as running:
+        yield running
+
+
 @pytest.fixture
 def client(server: dict[str, Any]) -> Any:
     from langgraph_sdk import get_sync_client
@@ -104,7 +117,8 @@ def test_the_server_serves_the_typed_search_graph(client: Any, server: dict[str,
     for field in ("space", "dataset", "strategy", "budget", "seed", "batch_size", "approval",
                   "approval_threshold_s", "llm", "llm_model", "llm_base_url", "fallback", "prior", "run_id"):
         assert field in form, field
-    assert "rea" in form["strategy"]["enum"] and form["approval"]["enum"] == ["never", "every_round", "over_cost"]
+    assert "rea" in form["strategy"]["examples"] and form["approval"]["enum"] == ["never", "every_round", "over_cost"]
+    assert "table" in form["evaluator"]["examples"] and "tool_rounds" in form  # generated from RunConfig
     assert form["budget"]["default"] == 100 and form["budget"]["description"]
     assert set(schemas["context_schema"]["properties"]) == {"runs_dir", "table_path"}
 
@@ -167,24 +181,26 @@ def test_search_with_approval_every_round_edit_then_approve(client: Any, server:
     assert [r["human"]["action"] for r in run.rounds()] == ["edit", "approve"]
 
 
-def test_a_bad_request_fails_the_run_in_one_line_and_the_thread_runs_the_next(client: Any) -> None:
+def test_a_bad_request_fails_the_run_in_one_line_and_the_thread_runs_the_next(client: Any, server: dict[str, Any],
+                                                                             table_path: str) -> None:
     thread = client.threads.create()["thread_id"]
     parts = list(client.runs.stream(thread, "search", input={"strategy": "rea", "budget": 0}, stream_mode=STREAM))
     (error,) = _events(parts, "error")
     assert error["error"] == "SearchError" and "\n" not in error["message"]
-    assert error["message"].startswith("bad search request: budget: Input should be greater than or equal to 1")
+    assert error["message"].startswith("budget must be at least 1, got 0")
     parts = list(client.runs.stream(thread, "search", input={"strategy": "nope"}, stream_mode=STREAM))
-    assert "strategy: Input should be 'random'" in _events(parts, "error")[0]["message"]
+    assert "unknown strategy 'nope'" in _events(parts, "error")[0]["message"]
     # The refused values do not linger: the next request on the thread starts from the defaults.
     parts = list(client.runs.stream(thread, "search", input={"budget": 4, "batch_size": 2}, stream_mode=STREAM))
     (finished,) = [e for e in _events(parts, "custom") if e.get("event") == "finished"]
     values = client.threads.get_state(thread)["values"]
-    assert values["config"]["strategy"] == "rea" and values["evaluated"] == 4 and finished["stop_reason"] == "budget"
+    run = Workspace(server["home"] / "default-runs", table_path=table_path).run(values["run_id"])
+    assert run.config.strategy == "rea" and values["evaluated"] == 4 and finished["stop_reason"] == "budget"
+    assert "config" not in values  # the spec lives in the trial store, not in every checkpoint
 
 
 def test_llm_strategies_in_the_server_none_and_an_endpoint_opened_lazily(client: Any, server: dict[str, Any],
                                                                           table_path: str) -> None:
-    import json
 
     from fake_openai import FakeOpenAIServer, Reply
     from test_collm import STRATEGY, role_of
@@ -196,8 +212,8 @@ def test_llm_strategies_in_the_server_none_and_an_endpoint_opened_lazily(client:
                                                              "batch_size": 3, "fallback": "random"},
                                     context={"runs_dir": str(runs)}, stream_mode=STREAM))
     assert not _events(parts, "error")
-    config = client.threads.get_state(thread)["values"]["config"]
-    assert config["llm"] == "none" and config["strategy"] == "collm"
+    config = Workspace(runs, table_path=table_path).run(client.threads.get_state(thread)["values"]["run_id"]).config
+    assert config.llm == "none" and config.strategy == "collm"
 
     # llm endpoint: the server opens the roles itself (once per process and setting).
     counter = iter(range(10_000))
@@ -230,7 +246,7 @@ def test_the_servers_shutdown_closes_the_llm_clients_it_opened() -> None:
     shutdown, since after SIGTERM uvicorn re-raises the signal and atexit handlers never run."""
     import asyncio
 
-    from collm_nas.graphs import studio, studio_app
+    from collm_nas import studio, studio_app
 
     closed: list[str] = []
     studio._llm_stack.callback(closed.append, "local model server stopped")
@@ -241,3 +257,47 @@ def test_the_servers_shutdown_closes_the_llm_clients_it_opened() -> None:
 
     asyncio.run(serve())
     assert closed == ["local model server stopped"]
+
+
+def test_one_store_setting_governs_studio_and_the_cli(tmp_path_factory: pytest.TempPathFactory,
+                                                       table_path: str) -> None:
+    """With COLLM_NAS_STORE set, a run started in Studio lives in that store (not under the server's runs
+    folder); the CLI lists it, shows its approval pause and answers it, through the server."""
+    from langgraph_sdk import get_sync_client
+
+    home = tmp_path_factory.mktemp("studio-store")
+    team = home / "team" / "team.db"
+    with _langgraph_dev(home, table_path, COLLM_NAS_STORE=str(team)) as running:
+        client = get_sync_client(url=running["url"])
+        thread = client.threads.create()["thread_id"]
+        parts = list(client.runs.stream(thread, "search", input={"strategy": "random", "budget": 4, "batch_size": 2,
+                                                                 "approval": "every_round", "run_id": "st"},
+                                        context={"runs_dir": str(home / "elsewhere")}, stream_mode=STREAM))
+        assert _pause(parts)["run_id"] == "st"
+        assert team.is_file() and not (home / "elsewhere" / "collm-nas.db").exists()
+        env = dict(os.environ, COLLM_NAS_STORE=str(team), COLLM_NAS_NB201_TABLE=table_path)
+
+        def cli(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "collm_nas.cli", *args], env=env, capture_output=True,
+                                  text=True, timeout=180)
+
+        listed = json.loads(cli("runs", "--json").stdout)
+        assert [(r["run_id"], r["status"]) for r in listed] == [("st", "awaiting approval")]
+        shown = cli("approve", "st", "--json")
+        assert shown.returncode == 0, shown.stderr
+        pause = json.loads(shown.stdout)
+        assert pause["round"] == 1 and len(pause["candidates"]) == 2
+        refused = cli("approve", "st", "--decision", "edit", "--add", "000000")
+        assert refused.returncode == 2 and "cannot add '000000'" in refused.stderr
+        answered = cli("approve", "st", "--decision", "approve", "--json")
+        assert answered.returncode == 0, answered.stderr
+        assert client.threads.get(thread)["status"] == "interrupted"  # the server ran round 1, paused again
+        second = json.loads(cli("approve", "st", "--json").stdout)
+        assert second["round"] == 2 and second["evaluated"] == 2
+        assert cli("approve", "st", "--decision", "approve").returncode == 0
+        assert client.threads.get(thread)["status"] == "idle"
+        again = cli("approve", "st", "--decision", "approve")
+        assert again.returncode == 2 and "not waiting for approval" in again.stderr  # never applied twice
+        run = Workspace(store=str(team), table_path=table_path).run("st")
+        assert run.status == "finished" and len(run.trials()) == 4
+        assert [r["human"]["action"] for r in run.rounds()] == ["approve", "approve"]

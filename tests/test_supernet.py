@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from collm_nas import Workspace
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 from collm_nas.evaluators import make_evaluator
 from collm_nas.evaluators.datasets import load_dataset
 from collm_nas.evaluators.supernet import (
@@ -57,6 +57,7 @@ def test_sampled_paths_are_legal_and_cover_every_operation() -> None:
     assert codes == [sample_path(r) for r in [random.Random(0)] for _ in range(400)]
 
 
+@pytest.mark.e2e
 def test_supernet_trains_and_is_deterministic(digits, trained) -> None:
     model, figures = trained
     assert isinstance(model, NB201Supernet) and not model.training
@@ -166,6 +167,7 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
                           env=env, timeout=240)
 
 
+@pytest.mark.e2e
 def test_cli_searches_and_an_approved_run_share_one_supernet(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     env = dict(os.environ, COLLM_NAS_RUNS_DIR=str(runs), COLLM_NAS_PROGRESS="never", OMP_NUM_THREADS="1")

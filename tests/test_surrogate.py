@@ -85,6 +85,7 @@ def test_featurize_conditional_space_zeroes_inactive_decisions():
 def test_featurize_uses_space_hook_when_present():
     space = _toy_space()
     space.features = lambda codes: [[float(len(c))] for c in codes]
+    space.provides_features = True
     assert featurize(space, ["0000"]).shape[1] == featurize(space, ["0000"], hook=False).shape[1] + 1
 
 
@@ -218,7 +219,7 @@ def test_malformed_codes_are_refused(nb201_space):
 
 
 def test_fit_trials_uses_ok_trials_only(nb201_space, legal):
-    from collm_nas.agents.roles import Trial
+    from collm_nas.core import Trial
 
     trials = [Trial(seq=i, ncode=c, arch="", round=0, status="ok", value=float(i)) for i, c in enumerate(legal[:6])]
     trials.append(Trial(seq=9, ncode=legal[9], arch="", round=0, status="failed", value=None))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from collm_nas import Workspace
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 
 
 @pytest.fixture
@@ -75,6 +75,7 @@ def test_fork_errors_are_one_line(ws: Workspace) -> None:
         ws.fork("p", 1, new_run_id="p")
 
 
+@pytest.mark.e2e
 def test_cli_history_and_fork(tmp_path: Path, table_path: str) -> None:
     env = dict(os.environ, COLLM_NAS_RUNS_DIR=str(tmp_path / "runs"), COLLM_NAS_NB201_TABLE=table_path)
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 from collm_nas.spaces import NB201Space, parse_constraint, parse_constraints, space_from_dict
 from collm_nas.spaces.constraints import Constraint, violated
 from collm_nas.tools import ValidityChecker, make_ncode_tools, make_validity_tool

@@ -19,7 +19,7 @@ import torch
 
 from collm_nas import Workspace
 from collm_nas.cli import main
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 from collm_nas.evaluators import make_evaluator
 from collm_nas.evaluators.datasets import load_cifar, load_dataset, load_digits
 from collm_nas.evaluators.trainer import (
@@ -107,6 +107,7 @@ def test_torchvision_datasets_fail_in_one_line_where_torchvision_does_not_import
 
 
 # ------------------------------------------------------------------- trainer
+@pytest.mark.e2e
 def test_training_learns_digits_well_above_chance(digits) -> None:
     out = train_architecture("nb201", "333132", digits, TrainConfig(channels=8, cells=1, epochs=3, threads=1))
     m = out.metrics
@@ -217,6 +218,7 @@ def _main(capsys: pytest.CaptureFixture, *args: str) -> str:
     return capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_cli_search_trains_for_real_and_shows_the_run(env: dict[str, str], capsys: pytest.CaptureFixture) -> None:
     out = _cli("search", "--space", "nb201", "--evaluator", "train", "--dataset", "digits", "--strategy", "rea",
                "--budget", "4", "--train-option", "epochs=1", "--train-option", "channels=4",
@@ -236,6 +238,7 @@ def test_cli_search_trains_for_real_and_shows_the_run(env: dict[str, str], capsy
     assert runs[0]["dataset"] == "train:digits"
 
 
+@pytest.mark.e2e
 def test_nan_trials_fail_while_the_search_goes_on(env: dict[str, str], capsys: pytest.CaptureFixture) -> None:
     """The hook makes the loss of some architectures NaN in the real forward pass: those trials
     are recorded failed with the reason, the others train, and the search reaches its budget."""
@@ -256,6 +259,7 @@ def test_nan_trials_fail_while_the_search_goes_on(env: dict[str, str], capsys: p
     assert f"failed trials ({len(failed)}):" in table
 
 
+@pytest.mark.e2e
 def test_api_search_on_the_mbv3_space(tmp_path: Path) -> None:
     result = Workspace(tmp_path / "runs").search(
         space="mbv3", evaluator="train", strategy="random", budget=2, seed=1,
@@ -269,6 +273,7 @@ def test_api_search_on_the_mbv3_space(tmp_path: Path) -> None:
     assert best.metrics["params"] > 0 and 0 <= best.metrics["valid_acc"] <= 100
 
 
+@pytest.mark.e2e
 def test_missing_data_stops_before_the_run_exists(env: dict[str, str], tmp_path: Path) -> None:
     out = _cli("search", "--evaluator", "train", "--dataset", "cifar10", "--data-dir", str(tmp_path),
                "--budget", "2", env=env)

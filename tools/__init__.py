@@ -1,4 +1,5 @@
-"""LangChain tools over the core: NCode encode/decode and the validity checker."""
+"""Tools over the spaces: the validity checker, NCode encode/decode, trial lookup (as LangChain tools an LLM
+role may call), candidate pools, and constrained-decoding grammars."""
 
 from collm_nas.tools.grammar import (
     CodeLanguage,
@@ -10,6 +11,7 @@ from collm_nas.tools.grammar import (
     strategy_gbnf,
     strategy_json_schema,
 )
+from collm_nas.tools.lookup import make_lookup_tool
 from collm_nas.tools.ncode import make_ncode_tools
 from collm_nas.tools.validity import ValidityChecker, make_validity_tool
 
@@ -19,6 +21,7 @@ __all__ = [
     "candidates_gbnf",
     "candidates_json_schema",
     "code_language",
+    "make_lookup_tool",
     "make_ncode_tools",
     "make_validity_tool",
     "pick_gbnf",

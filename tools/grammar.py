@@ -46,7 +46,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from collm_nas.spaces.space import NCODE_ALPHABET, SearchSpace
+from collm_nas.core.space import NCODE_ALPHABET, SearchSpace
 from collm_nas.tools.validity import ValidityChecker
 
 __all__ = [

@@ -5,8 +5,9 @@ from __future__ import annotations
 from langchain_core.tools import StructuredTool, ToolException
 from pydantic import BaseModel, Field, model_validator
 
-from collm_nas.errors import UserError
-from collm_nas.spaces.space import SearchSpace
+from collm_nas.tools.messages import validation_message
+from collm_nas.core.errors import UserError
+from collm_nas.core.space import SearchSpace
 
 
 class EncodeArgs(BaseModel):
@@ -52,7 +53,7 @@ def make_ncode_tools(space: SearchSpace) -> tuple[StructuredTool, StructuredTool
         description=f"Turn an architecture of the '{space.name}' space into its NCode.",
         args_schema=EncodeArgs,
         handle_tool_error=True,
-        handle_validation_error=True,
+        handle_validation_error=validation_message,
     )
     decode_tool = StructuredTool.from_function(
         func=decode,
@@ -60,6 +61,6 @@ def make_ncode_tools(space: SearchSpace) -> tuple[StructuredTool, StructuredTool
         description=f"Turn an NCode of the '{space.name}' space into its decisions and readable architecture.",
         args_schema=DecodeArgs,
         handle_tool_error=True,
-        handle_validation_error=True,
+        handle_validation_error=validation_message,
     )
     return encode_tool, decode_tool

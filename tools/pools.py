@@ -25,7 +25,7 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from collm_nas.spaces.space import SearchSpace
+from collm_nas.core.space import SearchSpace
 
 __all__ = [
     "DEFAULT_ENUMERATE_LIMIT",

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
+from collm_nas.tools.messages import validation_message
 from collm_nas.spaces.constraints import Constraint, violated
-from collm_nas.spaces.space import Problem, SearchSpace
+from collm_nas.core.space import Problem, SearchSpace
 
 ResourceFn = Callable[[str], Mapping[str, float]]
 
@@ -74,4 +75,6 @@ def make_validity_tool(checker: ValidityChecker) -> StructuredTool:
             "an inactive decision that is not 0, a structural rule of the space, or a resource constraint."
         ),
         args_schema=CheckArgs,
+        handle_tool_error=True,
+        handle_validation_error=validation_message,
     )

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from collm_nas.agents.chat_models import LLMUnavailable
 from collm_nas.agents.prompting import render
 from collm_nas.agents.structured import StructuredChat, extract_json_object
-from collm_nas.spaces.space import SearchSpace
+from collm_nas.core.space import SearchSpace
 from collm_nas.tools.grammar import pick_gbnf, pick_json_schema
 
 __all__ = [

@@ -1,6 +1,7 @@
 """Human approval of a batch before it is evaluated.
 
-The ``approve`` node pauses the graph with LangGraph's ``interrupt()`` when
+The engine's :meth:`~collm_nas.engine.loop.SearchLoop.pause` says whether a
+batch needs approval and builds the :class:`Pause`; the graph's ``approve`` node pauses the graph with LangGraph's ``interrupt()`` when
 the run's approval mode asks for it, showing the :func:`pause_payload`; the
 person answers with ``Command(resume=reply)``, where the reply is one of::
 
@@ -21,12 +22,21 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from collm_nas.errors import UserError
+from collm_nas.core import UserError
 
 APPROVAL_MODES = ("never", "every_round", "over_cost")
 ACTIONS = ("approve", "edit", "reject")
 REPLY_HELP = ('reply "approve"; {"action": "edit", "drop": [codes], "add": [codes]}; '
               'or {"action": "reject", "comment": "..."}')
+
+
+@dataclass(frozen=True)
+class Pause:
+    """An approval pause: what the person sees (``payload``), the batch, and evaluations done so far."""
+
+    payload: dict[str, Any]
+    batch: list[str]
+    evaluated: int
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,7 @@ def _seconds(cost: dict[str, float]) -> float | None:
 def estimate_costs(batch: list[str], evaluator: Any, trials: Any) -> CostEstimate:
     """The evaluator's own estimate where it has one, else the run's mean measured seconds per trial."""
     out = CostEstimate(source="evaluator estimate")
-    measured = [s for s in (_seconds(t.cost) for t in trials if getattr(t, "cost", None)) if s is not None]
+    measured = [s for s in (_seconds(t.cost) for t in trials if t.cost) if s is not None]
     mean = sum(measured) / len(measured) if measured else None
     used_mean = False
     for code in batch:

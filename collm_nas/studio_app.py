@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
-from collm_nas.graphs.studio import close_server_llms
+from collm_nas.studio import close_server_llms
 
 
 @asynccontextmanager

@@ -11,8 +11,7 @@ from typing import Literal
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from collm_nas.errors import UserError
-from collm_nas.graphs.locator import StoreLocator, parse_store
+from collm_nas.core.errors import UserError
 
 # Where the shared NAS-Bench-201 table is found when no setting names it:
 # beside the working directory's parent, or beside this checkout.
@@ -38,6 +37,8 @@ class Settings(BaseSettings):
     # Where runs are stored (--store): a postgres:// URL shared by a team, or a SQLite file
     # (default: collm-nas.db in the runs folder).
     store: str | None = None
+    # Checkpoints kept besides the last of every round (older ones are pruned as a run goes on).
+    keep_checkpoints: int = 20
 
     def table_path(self, override: str | Path | None = None) -> str:
         """The table path to use: the override, the setting, or the first default that exists."""
@@ -53,10 +54,14 @@ class Settings(BaseSettings):
     def db_path(self, runs_dir: str | Path | None = None) -> Path:
         return Path(runs_dir or self.runs_dir).expanduser() / DB_FILENAME
 
-    def store_locator(self, runs_dir: str | Path | None = None, store: str | None = None) -> StoreLocator:
-        """The store to use: ``store`` (--store), else COLLM_NAS_STORE, else the SQLite file in the runs folder."""
+    def store_url(self, runs_dir: str | Path | None = None, store: str | None = None) -> str:
+        """The store to use: ``store`` (--store), else COLLM_NAS_STORE, else the SQLite file in the runs folder.
+
+        ``collm_nas.storage.locator.parse_store`` reads it; the CLI, the API, LangGraph Studio and the
+        dashboard all go through here, so one setting governs them all.
+        """
         chosen = store if store else self.store
-        return parse_store(chosen) if chosen else StoreLocator("sqlite", str(self.db_path(runs_dir)))
+        return str(chosen) if chosen else str(self.db_path(runs_dir))
 
 
 def load_settings() -> Settings:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote
 
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 
 POSTGRES_SCHEMES = ("postgres://", "postgresql://")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
@@ -89,3 +89,18 @@ def parse_store(value: str | Path) -> StoreLocator:
         raise UserError(f"unknown store '{mask_url(text)}'; use postgres://USER@HOST:PORT/DB (or postgresql://), "
                         "sqlite:///PATH or a SQLite file path")
     return StoreLocator("sqlite", str(Path(text).expanduser()))
+
+
+def spool_dir(locator: str, run_id: str) -> Path:
+    """Where workers keep finished results until the search has stored them (always on this machine).
+
+    Beside a SQLite file; for a PostgreSQL store, in the user's cache folder, one folder per database.
+    """
+    import hashlib
+    import os
+
+    if is_postgres(locator):
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        database = hashlib.sha256(mask_url(locator).encode()).hexdigest()[:12]
+        return cache / "collm-nas" / "spool" / database / run_id
+    return Path(locator).parent / "spool" / run_id

@@ -1,4 +1,16 @@
-"""A search space as data: ordered decisions, their options, and NCode.
+"""The search-space interface: ordered decisions, their options, and NCode.
+
+Every space is a :class:`SearchSpace`: a list of :class:`Decision` objects
+that NCode writes one character each. The generic machinery (encode, decode,
+checks, neighbours, sampling, enumeration, description) lives here; a
+concrete space (``collm_nas.spaces``: NAS-Bench-201, mbv3, YAML/JSON files)
+adds its structural rules and its own architecture notation by overriding
+:meth:`SearchSpace.structural_problems`, :meth:`SearchSpace.format_arch`,
+:meth:`SearchSpace.parse_arch` and :meth:`SearchSpace.rules_text`.
+
+Optional capability, declared rather than discovered: a space whose
+``provides_features`` is True returns extra numeric features per code
+(:meth:`SearchSpace.features`) that learned rankers add to their inputs.
 
 NCode writes an architecture as one character per decision: the index of the
 chosen option, ``0-9`` then ``a-z`` (so at most 36 options per decision).
@@ -14,8 +26,9 @@ import math
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from collm_nas.errors import UserError
+from collm_nas.core.errors import UserError
 
 NCODE_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 INACTIVE_CHAR = "0"
@@ -65,6 +78,9 @@ class SearchSpace:
     Subclasses add structural rules (``structural_problems``) and a native
     architecture format (``format_arch`` / ``parse_arch``).
     """
+
+    # Optional capability: numeric features per code for learned rankers (see :meth:`features`).
+    provides_features: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -248,6 +264,14 @@ class SearchSpace:
     def structural_problems(self, ncode: str) -> list[Problem]:
         """Space-specific rules on a well-formed code (none by default)."""
         return []
+
+    def problems(self, ncode: str) -> list[Problem]:
+        """Everything wrong with a code as an architecture of this space (format, then structure)."""
+        return self.format_problems(ncode) or list(self.structural_problems(ncode))
+
+    def features(self, ncodes: Sequence[str]) -> list[list[float]]:
+        """Extra numeric features per code (only where ``provides_features`` is True)."""
+        raise NotImplementedError(f"space '{self.name}' provides no features")
 
     def _allowed_chars(self, d: Decision) -> str:
         last = index_to_char(len(d.options) - 1)

@@ -1,0 +1,108 @@
+"""The strategy registry: ``--strategy NAME`` or ``--strategy module.path:attribute``; fallbacks are its
+LLM-free entries (tag ``fallback``) or a user's LLM-free strategy.
+
+A factory takes no arguments and returns a :class:`~collm_nas.core.SearchStrategy`.
+From outside the package the attribute may be a SearchStrategy, a function
+returning one, or a class whose instances are both
+:class:`~collm_nas.core.Navigator` and :class:`~collm_nas.core.Generator`
+(it plays both roles; ``name``, ``default_batch_size`` and ``description``
+come from its class attributes).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from collm_nas.core import Generator, Navigator, Registry, SearchStrategy, UserError
+
+STRATEGIES: Registry[SearchStrategy] = Registry("strategy")
+LLM_FREE = "llm-free"  # tag: talks to no LLM
+FALLBACK = "fallback"  # tag: may top up short batches and stand in for an LLM strategy
+
+
+@STRATEGIES.register("random", help="uniform random sampling", tags=(LLM_FREE, FALLBACK))
+def _random() -> SearchStrategy:
+    from collm_nas.agents.baselines import random_search
+
+    return random_search()
+
+
+@STRATEGIES.register("rea", help="regularized evolution", tags=(LLM_FREE, FALLBACK))
+def _rea() -> SearchStrategy:
+    from collm_nas.agents.baselines import regularized_evolution
+
+    return regularized_evolution()
+
+
+@STRATEGIES.register("local", help="first-improvement local search", tags=(LLM_FREE, FALLBACK))
+def _local() -> SearchStrategy:
+    from collm_nas.agents.baselines import local_search
+
+    return local_search()
+
+
+@STRATEGIES.register("collm", help="CoLLM-NAS: LLM Navigator + Generator")
+def _collm() -> SearchStrategy:
+    from collm_nas.agents.collm import collm_search  # imports the LLM stack only when asked
+
+    return collm_search()
+
+
+@STRATEGIES.register("lmsearcher", help="LM-Searcher: rank candidate pools with the LLM or a learned ranker",
+                     tags=(FALLBACK,))
+def _lmsearcher() -> SearchStrategy:
+    from collm_nas.agents.lmsearcher import lmsearcher_search
+
+    return lmsearcher_search()
+
+
+@STRATEGIES.register("hybrid", help="the LLM Generator proposes several per slot, the learned ranker picks")
+def _hybrid() -> SearchStrategy:
+    from collm_nas.agents.hybrid import hybrid_search
+
+    return hybrid_search()
+
+
+def as_search_strategy(value: Any, name: str) -> SearchStrategy:
+    """A user's strategy object (see the module doc) as a :class:`SearchStrategy`."""
+    if isinstance(value, SearchStrategy):
+        return value
+    if inspect.isclass(value):
+        value = value()
+    elif callable(value) and not isinstance(value, (Navigator, Generator)):
+        value = value()
+    if isinstance(value, SearchStrategy):
+        return value
+    if isinstance(value, Navigator) and isinstance(value, Generator):
+        cls = type(value)
+        return SearchStrategy(cls.strategy_name or name, value, value,
+                              default_batch_size=cls.default_batch_size, description=cls.description)
+    raise UserError(f"strategy '{name}' is a {type(value).__name__}; give a SearchStrategy, a function returning "
+                    "one, or a class that is both a Navigator and a Generator")
+
+
+def make_strategy(name: str) -> SearchStrategy:
+    """The strategy registered under ``name``, or the ``module:attribute`` it names."""
+    if name in STRATEGIES:
+        return STRATEGIES.create(name)
+    return as_search_strategy(STRATEGIES.factory(name), name)
+
+
+def make_fallback(name: str) -> SearchStrategy:
+    """An LLM-free strategy to top up batches and stand in for the LLM."""
+    if name in STRATEGIES and FALLBACK not in STRATEGIES.entry(name).tags:  # type: ignore[union-attr]
+        raise UserError(f"fallback strategy '{name}' needs an LLM; pick one of {', '.join(fallback_names())} "
+                        "or your own LLM-free strategy as module.path:attribute")
+    strategy = make_strategy(name)
+    if strategy.needs_llm:
+        raise UserError(f"fallback strategy '{name}' needs an LLM; pick one of {', '.join(fallback_names())}")
+    return strategy
+
+
+def fallback_names() -> list[str]:
+    return STRATEGIES.names(FALLBACK)
+
+
+def llm_free_names() -> list[str]:
+    return STRATEGIES.names(LLM_FREE)
