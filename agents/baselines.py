@@ -2,7 +2,10 @@
 
 They are the baselines every LLM strategy is measured against, and the
 Coordinator's fallback. Each is split into the same two roles as the LLM
-strategies. Nothing here keeps hidden state: what a strategy needs is read
+strategies. With several objectives (``ctx.objectives``) each searches a
+Pareto front: random search as it is, evolution with NSGA-II's elitist
+selection (front, then crowding distance), local search from the points of
+the current front (Pareto local search). Nothing here keeps hidden state: what a strategy needs is read
 from the history or from ``ctx.memory`` (checkpointed), and random numbers
 come from ``ctx.rng`` (seeded per round), so a resumed run continues exactly.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import random
 
+from collm_nas.agents.fronts import front_by_promise, survivors
 from collm_nas.core.strategy import Generator, Navigator, RoundContext, SearchStrategy, Strategy
 
 # How many draws a sampler makes per wanted code before giving up on luck.
@@ -43,6 +47,8 @@ def sample_new(ctx: RoundContext, n: int, rng: random.Random, exclude: set[str] 
 
 # ----------------------------------------------------------------- random
 class UniformNavigator(Navigator):
+    multi_objective = True  # uniform draws know no objective
+
     def navigate(self, ctx: RoundContext) -> Strategy:
         return Strategy(summary="sample legal, unseen architectures uniformly at random")
 
@@ -60,6 +66,8 @@ class EvolutionNavigator(Navigator):
     child's parent is the best of ``tournament`` members drawn at random.
     """
 
+    multi_objective = True
+
     def __init__(self, population: int = 10, tournament: int = 5) -> None:
         if not 1 <= tournament <= population:
             raise ValueError("tournament size must be between 1 and the population size")
@@ -68,6 +76,8 @@ class EvolutionNavigator(Navigator):
 
     def navigate(self, ctx: RoundContext) -> Strategy:
         ok = [t for t in ctx.history.trials() if t.ok]
+        if ctx.multi_objective and len(ok) >= self.population:
+            return self._nsga(ctx)
         if len(ok) < self.population:
             return Strategy(
                 summary=f"fill the initial population ({len(ok)}/{self.population}) with random architectures",
@@ -91,6 +101,22 @@ class EvolutionNavigator(Navigator):
             ),
             example_codes=parents[:3],
             plan={"phase": "evolve", "parents": parents},
+        )
+
+
+    def _nsga(self, ctx: RoundContext) -> Strategy:
+        """Several objectives: the population is the ``population`` best of all trials by front and crowding
+        (elitist, as NSGA-II), and a tournament's winner is the contender best placed in that order."""
+        members = survivors(ctx, self.population)
+        rng = ctx.rng("navigator")
+        parents = [min(rng.sample(range(len(members)), min(self.tournament, len(members))))
+                   for _ in range(max(ctx.quota, 1))]
+        codes = [members[i].ncode for i in parents]
+        return Strategy(
+            summary=(f"mutate one decision of tournament winners (tournament {self.tournament} of the "
+                     f"{len(members)} best by Pareto front and hypervolume contribution)"),
+            example_codes=codes[:3],
+            plan={"phase": "evolve", "parents": codes},
         )
 
 
@@ -123,7 +149,11 @@ class LocalSearchNavigator(Navigator):
     restarts from a random architecture.
     """
 
+    multi_objective = True
+
     def navigate(self, ctx: RoundContext) -> Strategy:
+        if ctx.multi_objective:
+            return self._pareto_local(ctx)
         mem = ctx.memory
         center = mem.get("center")
         if center is not None:
@@ -157,6 +187,30 @@ class LocalSearchNavigator(Navigator):
             summary="local optimum reached (or first round): restart from a random architecture",
             plan={"phase": "restart"},
         )
+
+
+    @staticmethod
+    def _pareto_local(ctx: RoundContext) -> Strategy:
+        """Several objectives: climb from the most promising point of the current front that still has unseen
+        neighbours (agents/fronts.py); restart at random when none has."""
+        mem = ctx.memory
+        front = front_by_promise(ctx)
+        for center in (t.ncode for t in front):
+            if any(ctx.is_new_and_legal(c) for c in ctx.space.neighbours(center)):
+                if center != mem.get("center"):
+                    mem["moves"] = mem.get("moves", 0) + 1
+                mem["center"] = center
+                return Strategy(
+                    summary=f"evaluate unseen neighbours of {center}, a point of the Pareto front of "
+                            f"{len(front)}",
+                    example_codes=[center],
+                    plan={"phase": "climb", "center": center},
+                )
+        mem["center"] = None
+        if front:
+            mem["restarts"] = mem.get("restarts", 0) + 1
+        return Strategy(summary="every point of the front is surrounded by evaluated architectures (or first "
+                                "round): a random architecture", plan={"phase": "restart"})
 
 
 class NeighbourGenerator(Generator):

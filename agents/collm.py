@@ -26,7 +26,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from pydantic import BaseModel, Field
 
 from collm_nas.agents.chat_models import LLMUnavailable
-from collm_nas.agents.digest import avoid_list, best_lines, last_round_lines, objective_text, option_stats
+from collm_nas.agents.digest import (avoid_list, best_lines, best_title, last_round_lines, objective_text,
+                                     objectives_phrase, option_stats)
 from collm_nas.agents.prompting import render
 from collm_nas.core import (Feedback, Generator, Navigator, Preference, RoundContext, SearchStrategy, Strategy,
                             ToolCallsPending)
@@ -208,6 +209,7 @@ class LLMNavigator(Navigator):
     """Writes each round's strategy from a bounded digest of the history."""
 
     tools = ("decode_ncode", "check_ncodes", "lookup_trials")
+    multi_objective = True  # the digest shows the front and the prompts name the objectives
 
     def __init__(self, memory_window: int = MEMORY_WINDOW) -> None:
         self.memory_window = memory_window
@@ -227,6 +229,7 @@ class LLMNavigator(Navigator):
             evaluated=len(ctx.history),
             budget=objective.budget if objective else "?",
             last_round=last_round_lines(ctx),
+            best_title=best_title(ctx),
             best=best_lines(ctx),
             metric=objective.metric if objective else "value",
             option_stats=option_stats(ctx),
@@ -294,7 +297,9 @@ class LLMGenerator(Generator):
         objective = ctx.goal
         system = render("generator_system", space=ctx.space.describe(objective.constraints if objective else ()),
                         length=ctx.space.length)
-        user = render("generator_user", strategy=strategy_text(strategy), evaluated=len(ctx.history),
+        goal = (f"## Goal\nThe search looks for the best trade-offs between {objectives_phrase(objective)}.\n\n"
+                if objective is not None and objective.objectives else "")
+        user = render("generator_user", goal=goal, strategy=strategy_text(strategy), evaluated=len(ctx.history),
                       avoid=avoid_list(ctx), n=n)
         return [SystemMessage(system), HumanMessage(user)]
 

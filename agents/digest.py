@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from collm_nas.agents.fronts import front_by_promise
 from collm_nas.core import Objective, RoundContext, SearchGoal, SearchSpace, Trial
 
 # Resource figures worth showing beside the searched metric (first found wins).
@@ -27,7 +28,10 @@ def trial_line(space: SearchSpace, trial: Trial, objective: SearchGoal | None) -
         return f"{trial.ncode}  {arch}  failed: {(trial.error or 'no result')[:80]}"
     metric = objective.metric if objective else "value"
     parts = [f"{metric}={fmt(trial.value)}"]
-    shown = [r for r in _RESOURCE_HINTS if r in trial.metrics or r in trial.cost]
+    if objective and objective.objectives:  # several objectives: each of them
+        parts = [f"{o.metric}={fmt(trial.metric(o.metric))}" for o in objective.objectives]
+    shown = [r for r in _RESOURCE_HINTS if (r in trial.metrics or r in trial.cost) and not any(
+        p.startswith(f"{r}=") for p in parts)]
     if objective:
         shown += [r for r in objective.resources if r not in shown and any(r in c for c in objective.constraints)]
     for name in shown:
@@ -41,7 +45,21 @@ def ranked(trials: Sequence[Trial], objective: Objective) -> list[Trial]:
     return objective.ranked(trials)
 
 
+def best_title(ctx: RoundContext) -> str:
+    """The heading of :func:`best_lines`."""
+    if ctx.multi_objective:
+        return "The Pareto front so far (no evaluated architecture beats these on every objective)"
+    return "Best architectures so far"
+
+
 def best_lines(ctx: RoundContext, k: int = 5) -> str:
+    """The best trials; with several objectives the front, its most promising ``2k`` (see agents/fronts.py)."""
+    if ctx.multi_objective:
+        front = front_by_promise(ctx)
+        lines = [trial_line(ctx.space, t, ctx.goal) for t in front[: 2 * k]]
+        if len(front) > 2 * k:
+            lines.append(f"... and {len(front) - 2 * k} more on the front")
+        return "\n".join(lines) or "(nothing evaluated yet)"
     top = ranked(ctx.history.trials(), ctx.objective)[:k]
     if not top:
         return "(nothing evaluated yet)"
@@ -98,6 +116,12 @@ def avoid_list(ctx: RoundContext, limit: int = 40) -> str:
     return text
 
 
+def objectives_phrase(goal: SearchGoal) -> str:
+    """``cifar10_valid (maximise) against lat_ms_pixel3 (minimise)``."""
+    return " against ".join(f"{o.metric} ({'maximise' if o.mode == 'max' else 'minimise'})"
+                            for o in goal.objectives)
+
+
 def objective_text(objective: SearchGoal | None) -> str:
     if objective is None:
         return "maximises the searched metric."
@@ -105,6 +129,10 @@ def objective_text(objective: SearchGoal | None) -> str:
     text = f"{goal} {objective.metric}"
     if objective.note:
         text += f" ({objective.note})"
+    if objective.objectives:
+        text = (f"looks for the best trade-offs between {objectives_phrase(objective)}: the Pareto front, the "
+                "architectures no other beats on every objective at once. A good round pushes one region of "
+                "the front outwards (for example: a lower cost at the same accuracy)")
     text += f", with a budget of {objective.budget} evaluated architectures."
     if objective.constraints:
         text += " Every architecture must satisfy: " + "; ".join(objective.constraints) + "."

@@ -21,6 +21,9 @@ from functools import lru_cache
 from collm_nas.agents.baselines import sample_new
 from collm_nas.agents.chat_models import LLMUnavailable
 from collm_nas.agents.collm import LLM_COOLDOWN_ROUNDS, llm_ready
+from collm_nas.agents.digest import objectives_phrase
+from collm_nas.agents.fronts import front_rewarded, run_focus
+from collm_nas.core.pareto import improvements_2d, non_dominated
 from collm_nas.core.strategy import Generator, Navigator, RoundContext, SearchStrategy, Strategy
 from collm_nas.agents.surrogate import LearnedRanker, PriorModel
 from collm_nas.core.space import SearchSpace
@@ -47,13 +50,91 @@ def learned_ranking(ctx: RoundContext, pool: list[str], acquisition: str = "ei")
     ok = [t for t in ctx.history.trials() if t.ok]
     if not pool or (not ok and not ctx.prior):
         return list(pool)
+    if ctx.multi_objective:
+        return pareto_ranking(ctx, pool)
     models = _prior_models(ctx.space, ctx.mode, _frozen(ctx.prior)) if ctx.prior else None
     ranker = LearnedRanker(ctx.space, mode=ctx.mode, acquisition=acquisition, prior=models, seed=ctx.seed)
     ranker.fit([t.ncode for t in ok], [t.value for t in ok])
     return ranker.rank(pool)
 
 
+# ParEGO's augmentation of the Chebyshev scalarisation, and how optimistic a predicted objective is taken.
+CHEBYSHEV_RHO = 0.05
+OPTIMISM = 1.0
+
+
+def pareto_ranking(ctx: RoundContext, pool: list[str]) -> list[str]:
+    """Several objectives: ``pool`` ordered by the hypervolume each candidate would add (two objectives),
+    then by a random Chebyshev scalarisation (ParEGO) of the objectives.
+
+    Each round draws its own weights (seeded by round), so the rounds pull
+    towards different parts of the front. An objective the evaluator knows
+    before evaluation (a table's parameters, FLOPs or latency: the constraint
+    resources) is taken as it is; the others are predicted by a GP fitted on
+    the run's trials (the first objective with the run's prior), optimistically
+    (mean plus one standard deviation). Every objective is scaled to [0, 1]
+    from the focus point of :mod:`collm_nas.agents.fronts` (the median of the
+    trials unless the user gave a reference) to the best value so far.
+    """
+    objectives = ctx.objectives
+    ok = [(t, p) for t in ctx.history.trials() if (p := objectives.point(t)) is not None]
+    if not ok:
+        return list(pool)
+    known = _known_resources(ctx, pool, objectives.metrics)
+    columns = []
+    for k, objective in enumerate(objectives.items):
+        if objective.metric in known:
+            columns.append([objective.direction.sign() * known[objective.metric][c] for c in pool])
+            continue
+        prior = _prior_models(ctx.space, ctx.mode, _frozen(ctx.prior)) if ctx.prior and k == 0 else None
+        ranker = LearnedRanker(ctx.space, mode="max", transform="standard", prior=prior, seed=ctx.seed)
+        values = [p[k] for _, p in ok]
+        ranker.fit([t.ncode for t, _ in ok], values)
+        mean, sd = ranker.predict(pool)
+        centre, spread = _centre_spread(values)
+        columns.append([centre + spread * float(m + OPTIMISM * d) for m, d in zip(mean, sd)])
+    rng = ctx.rng("navigator")
+    draws = [rng.expovariate(1.0) for _ in objectives.items]
+    weights = [d / sum(draws) for d in draws]
+    # From the focus point (the user's reference, else the trials' median) to the best value so far: 0 to 1.
+    lows = run_focus(ctx, [p for _, p in ok])
+    highs = [max(p[k] for _, p in ok) for k in range(len(weights))]
+    spans = [(h - lo) if h > lo else 1.0 for lo, h in zip(lows, highs)]
+
+    def score(i: int) -> float:
+        scaled = [w * (col[i] - lo) / span for w, col, lo, span in zip(weights, columns, lows, spans)]
+        return min(scaled) + CHEBYSHEV_RHO * sum(scaled)
+
+    gains = [0.0] * len(pool)
+    if len(objectives) == 2:  # first by the hypervolume the optimistic point adds beyond the focus point
+        front = [ok[i][1] for i in non_dominated([p for _, p in ok])]
+        gains = improvements_2d(front, list(zip(*columns)), lows)
+    order = sorted(range(len(pool)), key=lambda i: (-gains[i], -score(i), i))
+    return [pool[i] for i in order]
+
+
+def _centre_spread(values: list[float]) -> tuple[float, float]:
+    """The mean and standard deviation the GP's standardised targets were made with."""
+    centre = sum(values) / len(values)
+    if len(values) < 2:
+        return centre, 1.0
+    spread = (sum((v - centre) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return centre, spread if spread > 0 else 1.0
+
+
+def _known_resources(ctx: RoundContext, pool: list[str], metrics: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """The objectives the run knows for every pool code before evaluation: ``{metric: {code: value}}``."""
+    resources = getattr(ctx.checker, "resources", None)
+    if resources is None or not pool:
+        return {}
+    figures = {c: resources(c) for c in pool}
+    return {m: {c: float(figures[c][m]) for c in pool} for m in metrics
+            if all(m in figures[c] for c in pool)}
+
+
 class RankingNavigator(Navigator):
+    multi_objective = True
+
     def __init__(self, initial: int = 10, pool_size: int = 10, prune_prob: float = 0.5,
                  learned_pool: int = LEARNED_POOL, acquisition: str = "ei") -> None:
         self.initial = initial
@@ -103,10 +184,13 @@ class RankingNavigator(Navigator):
             if not pool:
                 break
             objective = ctx.goal
+            trials, mode, metric = ctx.history.trials(), ctx.mode, objective.metric if objective else "value"
+            if ctx.multi_objective:  # the reward is the place on the front: the model ranks for the front
+                trials, mode = front_rewarded(ctx.objectives, trials), "max"
+                metric = f"a place on the Pareto front of {objectives_phrase(objective)}"
             try:
                 outcome = self.llm_ranker.pick(
-                    chat, ctx.space, ctx.history.trials(), pool, mode=ctx.mode, redraw=draw,
-                    metric=objective.metric if objective else "value",
+                    chat, ctx.space, trials, pool, mode=mode, redraw=draw, metric=metric,
                     constraints=objective.constraints if objective else (), calls=ctx.calls)
             except LLMUnavailable as e:  # the failed call is already in ctx.calls
                 ctx.memory["llm_paused_until"] = ctx.round + LLM_COOLDOWN_ROUNDS - 1

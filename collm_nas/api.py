@@ -33,8 +33,8 @@ from langgraph.types import Command
 from pydantic import ValidationError
 
 from collm_nas.agents import make_strategy
-from collm_nas.core import (AWAITING, FAILED, FINISHED, INTERRUPTED, Objective, RunConfig, RunInfo, Settings, Trial,
-                            TrialStore, UserError, load_settings)
+from collm_nas.core import (AWAITING, FAILED, FINISHED, INTERRUPTED, FrontSummary, Objective, Objectives, RunConfig,
+                            RunInfo, Settings, Trial, TrialStore, UserError, load_settings)
 from collm_nas.engine.figures import summarise_llm_rounds
 from collm_nas.engine.loop import SearchLoop, initial_state
 from collm_nas.engine.prepare import check_run_id, open_loop, prepare_run
@@ -89,6 +89,7 @@ class SearchResult:
     seconds: float
     found_at: int | None = None  # evaluations used when the best was found
     config: dict[str, Any] = field(default_factory=dict)
+    pareto: FrontSummary | None = None  # several objectives: the front, its hypervolume and reference
 
     def to_dict(self) -> dict[str, Any]:
         best = None
@@ -113,7 +114,19 @@ class SearchResult:
             "best": best,
             "seconds": round(self.seconds, 3),
             "config": self.config,
+            **(front_dict(self.pareto) if self.pareto is not None else {}),
         }
+
+
+def trial_dict(trial: Trial) -> dict[str, Any]:
+    return {"ncode": trial.ncode, "arch": trial.arch, "round": trial.round, "metrics": trial.metrics}
+
+
+def front_dict(front: FrontSummary) -> dict[str, Any]:
+    """A front as ``show --format json`` and ``search --json`` write it."""
+    return {"objectives": front.objectives, "pareto": [trial_dict(t) for t in front.front],
+            "hypervolume": front.hypervolume, "hv_reference": list(front.reference or ()) or None,
+            "hv_reference_rule": front.reference_rule}
 
 
 class Run:
@@ -149,6 +162,22 @@ class Run:
         config = self.config
         return config.reported_metric or config.metric or "value"
 
+    @property
+    def objectives(self) -> Objectives | None:
+        """The run's objectives when it searched several (None: one metric)."""
+        config = self.config
+        return Objectives.parse(config.objectives) if len(config.objectives) > 1 else None
+
+    def pareto(self, reference: Sequence[float] | None = None) -> FrontSummary | None:
+        """The Pareto front, its hypervolume against ``reference`` (default: the run's ``hv_reference``, else
+        each objective's worst value moved a tenth of its range further); None for a one-objective run."""
+        objectives = self.objectives
+        if objectives is None:
+            return None
+        if reference is None:
+            reference = self.config.hv_reference
+        return objectives.summary(self.store.trials(self.run_id), reference)
+
     def trials(self, top: int | None = None) -> list[Trial]:
         """Trials in evaluation order, or the ``top`` best by the searched metric."""
         trials = self.store.trials(self.run_id)
@@ -183,6 +212,7 @@ class Run:
             metric_note=config.metric_note or "",
             seconds=seconds,
             config=self.info.config,
+            pareto=self.pareto(),
         )
 
 

@@ -110,9 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("run_id")
     sh.add_argument("--top", type=int, help="only the K best trials by the searched metric")
     sh.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    sh.add_argument("--hv-ref", metavar="V1,V2[,V3]",
+                    help="several objectives: the hypervolume's reference point, one value per objective in its "
+                         "own units (default: the run's --hv-ref, else each objective's worst value moved a "
+                         "tenth of its range further)")
     _common(sh)
 
-    pl = sub.add_parser("plot", help="plot best-so-far accuracy against evaluations for runs")
+    pl = sub.add_parser("plot", help="plot best-so-far accuracy against evaluations for runs (runs with several "
+                                     "objectives: their trials and Pareto fronts)")
     pl.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     pl.add_argument("--out", required=True, help="PNG file to write")
     pl.add_argument("--metric", choices=["reported", "searched"], default="reported",
@@ -190,6 +195,26 @@ def _print_result(result, as_json: bool) -> None:
     extras = {k: v for k, v in best["metrics"].items() if k not in (data["searched_metric"], data["reported_metric"])}
     if extras:
         print("other          " + ", ".join(f"{k}={v:.4g}" for k, v in extras.items()))
+    if "pareto" in data:
+        print(_front_text(data))
+
+
+def _front_text(data: dict[str, Any], numbers: dict[str, int] | None = None) -> str:
+    """A run's Pareto front: its size and hypervolume (with the reference point), then its trials."""
+    names = [spec.rpartition(":")[0] for spec in data["objectives"]]
+    reference = data["hv_reference"]
+    where = (", ".join(f"{n}={v:.4g}" for n, v in zip(names, reference)) if reference else "none")
+    lines = [f"Pareto front   {len(data['pareto'])} trials no other dominates ({' vs '.join(data['objectives'])}); "
+             f"hypervolume {data['hypervolume']:.6g} from reference {where} ({data['hv_reference_rule']})"]
+    ranked = sorted(data["pareto"], key=lambda t: tuple(-_num(t["metrics"].get(n)) for n in names[:1]))
+    rows = [{**({"eval": numbers[t["ncode"]]} if numbers else {}), "ncode": t["ncode"],
+             **{n: t["metrics"].get(n) for n in names}, "arch": t["arch"]} for t in ranked]
+    lines.append(_format_table(rows, list(rows[0])) if rows else "  (no successful trial yet)")
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else float("-inf")
 
 
 def _run_with_progress(args: argparse.Namespace, start) -> int:
@@ -424,6 +449,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hv_reference(text: str | None) -> list[float] | None:
+    """``--hv-ref 90,2.5`` as numbers (None: not given)."""
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--hv-ref '{text}' must be numbers separated by commas, one per objective, "
+                        "e.g. --hv-ref 85,4.5") from None
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     ws = _workspace(args)
     run = ws.run(args.run_id)
@@ -431,6 +467,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         raise UserError(f"--top must be at least 1, got {args.top}")
     result = ws.result(args.run_id)
     number = {t.ncode: i + 1 for i, t in enumerate(run.trials())}
+    front = run.pareto(_hv_reference(args.hv_ref))
+    from collm_nas.api import front_dict
+
+    front_data = front_dict(front) if front is not None else None
     rows = []
     for t in run.trials(top=args.top):
         rows.append({
@@ -444,7 +484,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         })
     if args.format == "json":
         print(json.dumps({"run_id": run.run_id, "status": run.status, "config": run.info.config,
-                          "metric_note": result.metric_note, "llm": run.llm_summary(), "trials": rows}))
+                          "metric_note": result.metric_note, "llm": run.llm_summary(),
+                          **(front_data or {}), "trials": rows}))
     elif args.format == "csv":
         buf = io.StringIO()
         fields = list(dict.fromkeys(k for row in rows for k in row)) or ["eval"]
@@ -457,6 +498,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         llm = run.llm_summary()
         if llm is not None:
             print(_llm_text(llm))
+        if front_data is not None:
+            print(_front_text(front_data, number))
+            print("all trials:" if args.top is None else f"the {args.top} best by {result.searched_metric}:")
         cols = list(dict.fromkeys(k for row in rows for k in row if k != "error"))
         print(_format_table(rows, cols) if rows else "no trials yet")
         failed = [row for row in rows if row["error"]]
@@ -507,6 +551,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from collm_nas.plotting import best_so_far, plot_curves
 
     ws = _workspace(args)
+    runs = [ws.run(run_id) for run_id in args.run_ids]
+    fronts = {tuple(run.objectives.specs()) if run.objectives else None for run in runs}
+    if len(fronts) > 1:
+        raise UserError("plot runs with the same objectives together: " + "; ".join(
+            f"{run.run_id} has {', '.join(run.objectives.specs()) if run.objectives else run.searched_metric}"
+            for run in runs))
+    if runs[0].objectives is not None:
+        from collm_nas.plotting import plot_fronts
+
+        out = plot_fronts([(run.run_id, run.trials()) for run in runs], runs[0].objectives, args.out)
+        print(f"wrote {out}")
+        return 0
     curves: dict[str, dict[str, list[list[float]]]] = {}
     for run_id in args.run_ids:
         run = ws.run(run_id)

@@ -144,6 +144,12 @@ def _key_values(flag: str, items: list[str]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- Studio
+def _list_fields(face: str) -> list[str]:
+    """The list fields a face shows (a form may send each as one comma-separated string)."""
+    return [n for n in fields_for(face)
+            if get_origin(_unwrap(RunConfig.model_fields[n].annotation)[0]) is list]
+
+
 def studio_request_model(once: Any, shared: tuple[str, ...] = ("strategy", "run_id")) -> type[BaseModel]:
     """The Studio input form: RunConfig's Studio fields, each ``Annotated[..., once]`` (a one-step channel)
     except ``shared`` ones (they share a channel with the graph state), plus ``run_id``.
@@ -184,6 +190,6 @@ def studio_request_model(once: Any, shared: tuple[str, ...] = ("strategy", "run_
         "SearchRequest",
         __config__=ConfigDict(extra="forbid", title="Search request"),
         __validators__={"_dashes": field_validator("approval", mode="before")(_dashes),
-                        "_one_string": field_validator("constraints", "prior", mode="before")(_one_string)},
+                        "_one_string": field_validator(*_list_fields("studio"), mode="before")(_one_string)},
         **fields,
     )

@@ -1,6 +1,8 @@
-"""Best-so-far curves: accuracy against evaluations, one panel per dataset.
+"""Best-so-far curves (accuracy against evaluations, one panel per dataset) and Pareto fronts.
 
-Used by ``collm-nas plot`` and by ``benchmarks/strategies.py``. matplotlib
+Used by ``collm-nas plot`` and by ``benchmarks/strategies.py``; a run with
+several objectives is drawn as its trials against the first two objectives,
+the front highlighted. matplotlib
 is an optional extra (``pip install -e '.[plot]'``), imported only here.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from collm_nas.core import Direction, Trial, UserError
+from collm_nas.core import Direction, Objectives, Trial, UserError
 
 Curves = Mapping[str, Mapping[str, Sequence[Sequence[float]]]]  # panel -> line label -> one curve per seed
 
@@ -33,9 +35,8 @@ def best_so_far(trials: Sequence[Trial], mode: str, reported: str | None = None)
     return curve
 
 
-def plot_curves(curves: Curves, out: str | Path, *, ylabel: str = "test accuracy (%) of the best so far",
-                title: str | None = None) -> Path:
-    """Mean line and min–max band per label, one panel per key of ``curves``; writes a PNG."""
+def _pyplot():
+    """matplotlib's pyplot without a screen, or a one-line error naming the extra to install."""
     try:
         import matplotlib
 
@@ -43,6 +44,22 @@ def plot_curves(curves: Curves, out: str | Path, *, ylabel: str = "test accuracy
         import matplotlib.pyplot as plt
     except ImportError:
         raise UserError("plotting needs matplotlib: pip install -e '.[plot]'") from None
+    return plt
+
+
+def _save(plt, fig, out: str | Path) -> Path:
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_curves(curves: Curves, out: str | Path, *, ylabel: str = "test accuracy (%) of the best so far",
+                title: str | None = None) -> Path:
+    """Mean line and min–max band per label, one panel per key of ``curves``; writes a PNG."""
+    plt = _pyplot()
     import math
 
     panels = list(curves)
@@ -72,9 +89,27 @@ def plot_curves(curves: Curves, out: str | Path, *, ylabel: str = "test accuracy
         ax.legend(fontsize=8, loc="lower right")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
+
+
+def plot_fronts(runs: Sequence[tuple[str, Sequence[Trial]]], objectives: Objectives, out: str | Path,
+                title: str | None = None) -> Path:
+    """Every trial of each run against the first two objectives, its Pareto front highlighted; writes a PNG."""
+    plt = _pyplot()
+    x_name, y_name = objectives.metrics[1], objectives.metrics[0]  # cost across, the searched metric up
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for label, trials in runs:
+        points = [(t.metric(x_name), t.metric(y_name)) for t in trials if objectives.point(t) is not None]
+        if not points:
+            continue
+        dots = ax.scatter([x for x, _ in points], [y for _, y in points], s=10, alpha=0.35)
+        front = sorted((t.metric(x_name), t.metric(y_name)) for t in objectives.front(trials))
+        ax.plot([x for x, _ in front], [y for _, y in front], marker="o", markersize=5,
+                color=dots.get_facecolor()[0][:3], drawstyle="steps-post" if len(objectives) == 2 else "default",
+                label=f"{label}: front of {len(front)}")
+    ax.set_xlabel(f"{x_name} ({objectives.items[1].mode})")
+    ax.set_ylabel(f"{y_name} ({objectives.items[0].mode})")
+    ax.set_title(title or "trials and Pareto front")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(plt, fig, out)

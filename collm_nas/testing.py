@@ -301,3 +301,16 @@ class EvaluatorContract:
         assert isinstance(evaluator.estimate_cost(code), dict)
         for column in evaluator.reference_columns[:1]:
             assert isinstance(evaluator.reference_values(column), dict)
+
+    def test_declared_metrics_cover_its_trials_and_can_be_asked_for(self, evaluator: Evaluator) -> None:
+        names = evaluator.metric_names
+        if not names:  # known only from its trials (a user's function): nothing to check here
+            return
+        codes = list(self.codes())[:2]
+        for t in evaluator.evaluate(codes):
+            if t.status == "ok":
+                assert set(t.metrics) <= set(names), set(t.metrics) - set(names)
+        evaluator.want_metrics(names)  # every declared metric, asked for at once
+        for t in evaluator.evaluate(codes):
+            if t.status == "ok":
+                assert set(names) <= set(t.metrics) | set(t.cost), set(names) - set(t.metrics)

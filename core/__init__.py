@@ -11,7 +11,8 @@ one :class:`Registry` style, the errors and the settings.
 from collm_nas.core.config import RunConfig, field_meta, fields_for
 from collm_nas.core.errors import UserError
 from collm_nas.core.evaluator import Evaluator
-from collm_nas.core.objective import Direction, Objective, SearchGoal, stale_rounds
+from collm_nas.core.objective import (Direction, FrontSummary, Objective, Objectives, SearchGoal, parse_objective,
+                                      stale_rounds)
 from collm_nas.core.registry import Registry, import_attribute
 from collm_nas.core.settings import Settings, load_settings
 from collm_nas.core.space import Decision, Problem, SearchSpace
@@ -23,8 +24,9 @@ from collm_nas.core.trial import History, Trial
 
 __all__ = [
     "ACTIVE", "AWAITING", "FAILED", "FINISHED", "INTERRUPTED",
-    "Decision", "Direction", "Evaluator", "Feedback", "Generator", "History", "Navigator", "Objective",
-    "Preference", "Problem", "PruneReport", "Registry", "RoundContext", "RunConfig", "RunInfo", "SearchGoal",
+    "Decision", "Direction", "Evaluator", "FrontSummary", "Feedback", "Generator", "History", "Navigator", "Objective",
+    "Objectives", "Preference", "Problem", "PruneReport", "Registry", "RoundContext", "RunConfig", "RunInfo",
+    "SearchGoal",
     "SearchSpace", "SearchStrategy", "Settings", "Strategy", "ToolCallsPending", "Trial", "TrialStore", "UserError",
-    "field_meta", "fields_for", "import_attribute", "load_settings", "stale_rounds",
+    "field_meta", "fields_for", "import_attribute", "load_settings", "parse_objective", "stale_rounds",
 ]

@@ -89,6 +89,14 @@ class RunConfig(BaseModel):
     target: float | None = spec_field(None, "stop once the searched metric reaches this value")
     patience: int | None = spec_field(None, "stop after this many rounds without improvement (rejected rounds "
                                             "do not count)")
+    objectives: list[str] = spec_field(
+        help="objective NAME:max|min, repeatable: two or three search a Pareto front (e.g. cifar10_valid:max and "
+        "lat_ms_pixel3:min); NAME is any metric the evaluator returns; one is the same as --metric/--mode",
+        flag="--objective", metavar="NAME:max|min", repeat=True, default_factory=list)
+    hv_reference: list[float] | None = spec_field(
+        None, "reference point of the hypervolume, one value per objective in its own units (default: each "
+        "objective's worst value among the run's trials, moved a tenth of its range further)",
+        flag="--hv-ref", metavar="V1,V2[,V3]")
     metric: str | None = spec_field(None, "searched metric (default: the evaluator's, e.g. cifar10_valid)")
     mode: Literal["max", "min"] = spec_field("max", "maximise or minimise the metric (user evaluators)")
     reported_metric: str | None = spec_field(None, "the metric results are quoted in (resolved)", faces=())
@@ -165,7 +173,18 @@ class RunConfig(BaseModel):
     def _dashes(cls, value: Any) -> Any:
         return value.replace("-", "_") if isinstance(value, str) else value
 
-    @field_validator("constraints", "prior", mode="before")
+    @field_validator("hv_reference", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:  # "--hv-ref 90,20" (once or repeated) or a form's "90, 20"
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [part.strip() if isinstance(part, str) else part for item in value
+                    for part in (item.split(",") if isinstance(item, str) else [item])
+                    if not isinstance(part, str) or part.strip()]
+        return value
+
+    @field_validator("constraints", "prior", "objectives", mode="before")
     @classmethod
     def _one_string(cls, value: Any) -> Any:  # a form field may send "a, b" instead of a list
         if isinstance(value, str):

@@ -11,7 +11,10 @@ callers never probe an evaluator with ``getattr``:
   (``*_s`` seconds), for the approval gate;
 * :attr:`Evaluator.reference_columns` / :meth:`Evaluator.reference_values`:
   other measurements of the whole space (a tabular benchmark's other
-  datasets), which warm-start learned rankers (``--prior table:COLUMN``).
+  datasets), which warm-start learned rankers (``--prior table:COLUMN``);
+* :attr:`Evaluator.metric_names` / :meth:`Evaluator.want_metrics`: the
+  metrics a trial can carry, checked before a multi-objective search starts,
+  and asking for those beyond the usual ones (a table's latency columns).
 """
 
 from __future__ import annotations
@@ -79,3 +82,15 @@ class Evaluator(ABC):
     def reference_values(self, column: str) -> dict[str, float]:
         """``{ncode: value}`` of one reference column over the whole space."""
         raise KeyError(column)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric a trial of this evaluator can carry (empty: known only from its trials, e.g. a
+        user's function; a missing objective then fails that trial)."""
+        return ()
+
+    def want_metrics(self, names: Sequence[str]) -> None:
+        """Return these metrics in every trial from now on (objectives beyond the usual metrics).
+
+        The default does nothing: such an evaluator returns what it returns.
+        """

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from collm_nas.core.errors import UserError
+from collm_nas.core.pareto import hypervolume, non_dominated
 from collm_nas.core.trial import Trial
 
 
@@ -93,6 +94,123 @@ class Objective:
         return value is not None and target is not None and self.direction.at_least_as_good(value, target)
 
 
+def parse_objective(text: str) -> Objective:
+    """``NAME:max`` or ``NAME:min`` (``NAME`` alone: max) as an :class:`Objective`; a one-line error else."""
+    name, _, direction = str(text).strip().partition(":")
+    name = name.strip()
+    if not name:
+        raise UserError(f"objective '{text}' names no metric; write NAME:max or NAME:min, e.g. cifar10_valid:max")
+    if direction.strip().lower() not in ("", "max", "min"):
+        raise UserError(f"objective '{text}': the direction must be max or min, not '{direction.strip()}'; "
+                        "write NAME:max or NAME:min")
+    return Objective(name, direction.strip().lower() or "max")
+
+
+@dataclass(frozen=True)
+class Objectives:
+    """Two or three objectives searched together: their points, dominance, the front and its hypervolume.
+
+    A point is the trial's metrics in larger-is-better form (minimised
+    metrics negated), the form :mod:`collm_nas.core.pareto` works in; a
+    reference point is given in the metrics' own units and converted the same
+    way.
+    """
+
+    items: tuple[Objective, ...]
+
+    def __post_init__(self) -> None:
+        names = [o.metric for o in self.items]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise UserError(f"objective {twice[0]} is given twice; name each metric once")
+        if not 1 <= len(self.items) <= 3:
+            raise UserError(f"give one to three objectives, not {len(self.items)}")
+
+    @classmethod
+    def parse(cls, texts: Sequence[str]) -> "Objectives":
+        return cls(tuple(parse_objective(t) for t in texts))
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(o.metric for o in self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def specs(self) -> list[str]:
+        """The objectives as ``NAME:max|min`` strings (what a run stores)."""
+        return [f"{o.metric}:{o.mode}" for o in self.items]
+
+    def missing(self, trial: Trial) -> list[str]:
+        """The objectives a trial lacks among its metrics and costs (or holds as something other than a number)."""
+        out = []
+        for name in self.metrics:
+            value = trial.metric(name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                out.append(name)
+        return out
+
+    def point(self, trial: Trial) -> tuple[float, ...] | None:
+        """The trial in larger-is-better form (None when it failed or lacks an objective)."""
+        if trial.status != "ok":
+            return None
+        values = [trial.metric(o.metric) for o in self.items]
+        if any(v is None for v in values):
+            return None
+        return tuple(o.direction.sign() * float(v) for o, v in zip(self.items, values))  # type: ignore[arg-type]
+
+    def signed(self, values: Sequence[float]) -> tuple[float, ...]:
+        """Metric values (one per objective, own units) in larger-is-better form."""
+        return tuple(o.direction.sign() * float(v) for o, v in zip(self.items, values, strict=True))
+
+    def front(self, trials: Iterable[Trial]) -> list[Trial]:
+        """The trials no other trial dominates, in evaluation order (equal ones all stay)."""
+        scored = [(t, p) for t in trials if (p := self.point(t)) is not None]
+        return [scored[i][0] for i in non_dominated([p for _, p in scored])]
+
+    def hypervolume(self, trials: Iterable[Trial], reference: Sequence[float]) -> float:
+        """The hypervolume of the trials' front against ``reference`` (metric units)."""
+        points = [p for t in trials if (p := self.point(t)) is not None]
+        return hypervolume(points, self.signed(reference))
+
+    def default_reference(self, trials: Iterable[Trial]) -> tuple[float, ...] | None:
+        """Each objective's worst value among the trials, moved a tenth of its range further (metric units),
+        so that the ends of the front count; None without a successful trial."""
+        points = [p for t in trials if (p := self.point(t)) is not None]
+        if not points:
+            return None
+        out = []
+        for k, objective in enumerate(self.items):
+            worst, best = min(p[k] for p in points), max(p[k] for p in points)
+            margin = (best - worst) / 10 or max(abs(worst) / 100, 1e-9)
+            out.append(objective.direction.sign() * (worst - margin))
+        return tuple(out)
+
+    def summary(self, trials: Sequence[Trial], reference: Sequence[float] | None = None) -> "FrontSummary":
+        """The trials' front, its hypervolume and the reference point used (``reference``: the default)."""
+        if reference is not None and len(reference) != len(self.items):
+            raise UserError(f"the hypervolume reference needs {len(self.items)} values, one per objective "
+                            f"({', '.join(self.specs())}), not {len(reference)}")
+        given = reference is not None
+        reference = tuple(float(r) for r in reference) if reference is not None else self.default_reference(trials)
+        front = self.front(trials)
+        volume = self.hypervolume(trials, reference) if reference is not None else 0.0
+        return FrontSummary(self.specs(), front, volume, reference,
+                            "given" if given else "worst value of each objective moved a tenth of its range "
+                            "further")
+
+
+@dataclass(frozen=True)
+class FrontSummary:
+    """A run's Pareto front: the trials no other dominates, their hypervolume and its reference point."""
+
+    objectives: list[str]
+    front: list[Trial]
+    hypervolume: float
+    reference: tuple[float, ...] | None
+    reference_rule: str
+
+
 @dataclass(frozen=True)
 class SearchGoal:
     """The objective of a run in words an LLM prompt can use."""
@@ -102,6 +220,7 @@ class SearchGoal:
     note: str = ""  # e.g. "searched on cifar10_valid, reported on cifar10_test"
     constraints: tuple[str, ...] = ()
     resources: tuple[str, ...] = ()  # resource figures a trial carries (params_mb, ...)
+    objectives: tuple[Objective, ...] = ()  # several: the run searches their Pareto front
 
     @property
     def metric(self) -> str:

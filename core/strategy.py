@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
-from collm_nas.core.objective import Objective, SearchGoal
+from collm_nas.core.objective import Objective, Objectives, SearchGoal
 from collm_nas.core.space import SearchSpace
 from collm_nas.core.trial import History
 
@@ -70,6 +70,8 @@ class RoundContext:
     tools: Any = None  # LangChain tools an LLM role may call (None or empty: the direct path)
     tool_rounds: int = 0  # tool rounds a role may take this turn before it must answer
     conversation: list[Any] | None = None  # a turn in progress: messages so far, tool results last
+    objectives: Objectives | None = None  # two or three objectives: a Pareto front is searched (None: one)
+    hv_reference: tuple[float, ...] | None = None  # the user's hypervolume reference point (metric units)
 
     @property
     def mode(self) -> str:
@@ -81,6 +83,10 @@ class RoundContext:
 
     def better(self, a: float | None, b: float | None) -> bool:
         return self.objective.direction.better(a, b)
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.objectives is not None and len(self.objectives) > 1
 
     def is_new_and_legal(self, ncode: str) -> bool:
         return ncode not in self.history and self.is_legal(ncode)
@@ -116,6 +122,8 @@ class Navigator(ABC):
     description: ClassVar[str] = ""
     # Declared capability: tools an LLM Navigator may call before it answers (where the endpoint does tools).
     tools: ClassVar[tuple[str, ...]] = ()
+    # Declared capability: searches a Pareto front when the run has several objectives (``ctx.objectives``).
+    multi_objective: ClassVar[bool] = False
 
     @abstractmethod
     def navigate(self, ctx: RoundContext) -> Strategy: ...
@@ -167,3 +175,8 @@ class SearchStrategy:
     @property
     def uses_llm(self) -> bool:
         return bool(self.llm_roles)
+
+    @property
+    def multi_objective(self) -> bool:
+        """Whether it searches a Pareto front (its Navigator declares it)."""
+        return self.navigator.multi_objective

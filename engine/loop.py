@@ -24,14 +24,15 @@ from the evaluator to the store to the strategies.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from collm_nas.agents import Coordinator, Screening, StopRule, make_fallback, make_strategy
-from collm_nas.core import (Objective, RoundContext, RunConfig, SearchGoal, SearchSpace, SearchStrategy, Strategy,
-                            ToolCallsPending, TrialStore, UserError, stale_rounds)
+from collm_nas.agents import STRATEGIES, Coordinator, Screening, StopRule, make_fallback, make_strategy
+from collm_nas.core import (Objective, Objectives, RoundContext, RunConfig, SearchGoal, SearchSpace, SearchStrategy,
+                            Strategy, ToolCallsPending, TrialStore, UserError, stale_rounds)
 from collm_nas.core.store import FINISHED
 from collm_nas.engine.approval import Pause, apply_edit, estimate_costs, needs_approval, parse_reply, pause_payload
 from collm_nas.engine.figures import llm_figures
@@ -60,6 +61,29 @@ def resolve_space(config: RunConfig) -> SearchSpace:
     return get_space(config.space)
 
 
+def run_objectives(config: RunConfig) -> Objectives | None:
+    """The run's objectives (None: the single metric of ``metric``/``mode``); the first one is the searched
+    metric, so ``config.metric`` and ``config.mode`` are set from it."""
+    if not config.objectives:
+        return None
+    objectives = Objectives.parse(config.objectives)
+    first = objectives.items[0]
+    if config.metric not in (None, first.metric):
+        raise UserError(f"--metric {config.metric} and --objective {config.objectives[0]} both name the searched "
+                        "metric; give --objective alone (its first one is searched, the others beside it)")
+    config.metric, config.mode = first.metric, first.mode  # type: ignore[assignment]
+    return objectives
+
+
+def check_objectives(objectives: Objectives, evaluator: Any) -> None:
+    """Every objective is a metric the evaluator returns (when it says which it returns)."""
+    known = evaluator.metric_names
+    unknown = [m for m in objectives.metrics if known and m not in known]
+    if unknown:
+        raise UserError(f"unknown objective '{unknown[0]}': the {evaluator.name} evaluator returns "
+                        f"{', '.join(known)}")
+
+
 def evaluator_spec(config: RunConfig, space: SearchSpace, table_path: str | None) -> EvaluatorSpec:
     """How the run's evaluator is built (``make_evaluator``'s arguments), here and in every worker."""
     if table_path is not None:
@@ -70,6 +94,7 @@ def evaluator_spec(config: RunConfig, space: SearchSpace, table_path: str | None
         seed=config.seed,
         options=dict(dataset=config.dataset, table_path=table_path, metric=config.metric, mode=config.mode,
                      train_options=dict(config.train_options)),
+        metrics=Objectives.parse(config.objectives).metrics if len(config.objectives) > 1 else (),
     )
 
 
@@ -93,12 +118,18 @@ class SearchLoop:
                  spool_dir: str | Path | None = None, llm: Any = None, tools: Any = None,
                  strategy: SearchStrategy | None = None) -> None:
         check_numbers(config)
+        self.objectives = run_objectives(config)
         self.run_id = run_id
         self.config = config
         self.store = store
         self.table_path = table_path
         self.space = resolve_space(config)
-        inner = evaluator_spec(config, self.space, table_path).build()
+        spec = evaluator_spec(config, self.space, table_path)
+        inner = dataclasses.replace(spec, metrics=()).build()
+        if self.objectives is not None:
+            check_objectives(self.objectives, inner)
+            if spec.metrics:
+                inner.want_metrics(spec.metrics)
         known = set(inner.resource_names) | self.space.cost_names
         constraint_texts = [*self.space.default_constraints,
                             *(c for c in config.constraints if c not in self.space.default_constraints)]
@@ -109,6 +140,13 @@ class SearchLoop:
         if strategy.needs_llm and config.llm == "none":
             strategy = fallback  # no LLM available: the run is the LLM-free strategy (the faces say so)
         self.strategy = strategy
+        if self.multi_objective:
+            for what, part in (("strategy", strategy), ("fallback", fallback)):
+                if not part.multi_objective:
+                    able = ", ".join(n for n in STRATEGIES if make_strategy(n).multi_objective)
+                    raise UserError(f"the {what} '{part.name}' searches one objective only and this run has "
+                                    f"{len(self.objectives)}; pick one that searches several ({able}) "
+                                    "or give one --objective")
         self.legal_count = self.checker.count_legal()
         self._check_space(constraint_texts)
         # Batches run serially, on worker processes or on Ray; the results are the same (evaluators/parallel.py).
@@ -127,6 +165,7 @@ class SearchLoop:
             note=self.evaluator.metric_note,
             constraints=tuple(constraint_texts),
             resources=tuple(sorted(known)),
+            objectives=self.objectives.items if self.multi_objective else (),
         )
         self.history = RunHistory(store, run_id, self.objective)
         self.prior: Prior | None = (load_prior(config, run_id, inner, self.checker.is_valid, store)
@@ -148,6 +187,11 @@ class SearchLoop:
                 "architectures under the given constraints; lower --budget")
 
     # ---------------------------------------------------------- parts for steps
+    @property
+    def multi_objective(self) -> bool:
+        """Whether the run searches a Pareto front (two or three objectives)."""
+        return self.objectives is not None and len(self.objectives) > 1
+
     @property
     def llm(self) -> Any:
         if not self.strategy.uses_llm or self.config.llm == "none":
@@ -185,6 +229,8 @@ class SearchLoop:
             tools=tools,
             tool_rounds=self.config.tool_rounds,
             conversation=list(state.get("conversation") or []) or None,
+            objectives=self.objectives if self.multi_objective else None,
+            hv_reference=tuple(self.config.hv_reference) if self.config.hv_reference else None,
         )
 
     def role_tools(self, role: str) -> list[Any]:
@@ -321,6 +367,11 @@ class SearchLoop:
         todo = [code for code in batch if code not in done]
         for result in self.evaluator.iter_evaluate(todo):
             trial = result.recorded(round=round_no, value=self.objective.value(result))
+            if trial.status == "ok" and self.objectives is not None and (missing := self.objectives.missing(trial)):
+                trial = dataclasses.replace(
+                    trial, status="failed", value=None,
+                    error=f"the evaluator returned no {', '.join(missing)} (an objective of this run; it "
+                          f"returned {', '.join(sorted(trial.metrics)) or 'nothing'})")
             self.store.add_trial(self.run_id, trial)
             emit({"event": "evaluation", "run_id": self.run_id, "round": round_no, "ncode": trial.ncode,
                   "status": trial.status, "value": trial.value, "error": trial.error})
@@ -343,6 +394,7 @@ class SearchLoop:
             "failed": sum(1 for t in this_round if not t.ok),
             "total_evaluated": len(self.history),
             "best_value": best.value if best else None,
+            **({"front_size": len(self.objectives.front(self.history.trials()))} if self.multi_objective else {}),
             "seconds": round(time.time() - state.get("round_started", time.time()), 6),
             "strategy": (state.get("strategy") or {}).get("summary"),
         }
@@ -362,7 +414,11 @@ class SearchLoop:
     def should_stop(self) -> str | None:
         """Budget, target, patience (rounds that evaluated something without improving), or None."""
         best = self.history.best()
-        stale = stale_rounds(self.history.trials(), best)
+        if self.multi_objective:  # an improvement is a new trial on the front
+            front = self.objectives.front(self.history.trials())
+            stale = stale_rounds(self.history.trials(), max(front, key=lambda t: t.round) if front else None)
+        else:
+            stale = stale_rounds(self.history.trials(), best)
         return self.coordinator.stop_reason(len(self.history), best.value if best else None, stale_rounds=stale)
 
     def finish(self, state: State, emit: Emit = _quiet) -> State:

@@ -133,16 +133,16 @@ class NB201TableEvaluator(Evaluator):
     name = "table"
     deterministic = True
 
-    def __init__(self, table_path: str | Path, dataset: str = "cifar10", metric: str | None = None) -> None:
+    def __init__(self, table_path: str | Path, dataset: str = "cifar10", metric: str | None = None,
+                 mode: str = "max") -> None:
         if dataset not in DATASETS:
             raise UserError(f"unknown dataset '{dataset}'; choose one of {', '.join(DATASETS)}")
         spec = DATASETS[dataset]
-        if metric is not None and metric not in ACCURACY_COLUMNS:
-            raise UserError(f"unknown metric '{metric}'; choose one of {', '.join(ACCURACY_COLUMNS)}")
         self.dataset = dataset
         self.space = NB201Space()
         self.table = load_table(str(Path(table_path).expanduser().resolve()))
         self.searched_metric = metric or spec.searched
+        self.mode = "min" if mode == "min" and metric else "max"  # (the accuracies are maximised)
         self.reported_metric = spec.reported
         if metric and metric != spec.searched:
             self.metric_note = (
@@ -155,9 +155,29 @@ class NB201TableEvaluator(Evaluator):
             "flops_m": f"flops_m_{spec.resource_suffix}",
             **{c: c for c in self.table.columns if c.startswith("lat_ms_")},
         }
-        self._metric_columns = tuple(dict.fromkeys((self.searched_metric, self.reported_metric)))
-        self._metric_idx = [self.table.column(c) for c in self._metric_columns]
         self._resource_idx = {k: self.table.column(c) for k, c in self._resource_columns.items()}
+        if metric is not None and metric not in self.metric_names:
+            raise UserError(f"unknown metric '{metric}'; choose one of {', '.join(self.metric_names)}")
+        self._set_metrics((self.searched_metric, self.reported_metric))
+
+    def _set_metrics(self, names: Sequence[str]) -> None:
+        """What every trial carries: these metrics (accuracy columns or resources), then parameters and FLOPs."""
+        names = tuple(dict.fromkeys(names))
+        self._metric_columns = tuple(n for n in names if n in ACCURACY_COLUMNS)
+        self._metric_idx = [self.table.column(c) for c in self._metric_columns]
+        self._returned_resources = tuple(dict.fromkeys(
+            (*(n for n in names if n in self._resource_columns), "params_mb", "flops_m")))
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The accuracy columns, parameters, FLOPs and the measured latency on every device of the table."""
+        return (*ACCURACY_COLUMNS, *self._resource_columns)
+
+    def want_metrics(self, names: Sequence[str]) -> None:
+        unknown = [n for n in names if n not in self.metric_names]
+        if unknown:
+            raise UserError(f"the table has no metric {unknown[0]}; it has {', '.join(self.metric_names)}")
+        self._set_metrics((*self._metric_columns, *self._returned_resources, *names))
 
     @property
     def resource_names(self) -> tuple[str, ...]:
@@ -187,8 +207,8 @@ class NB201TableEvaluator(Evaluator):
                 out.append(Trial(code, code, status="failed", error="architecture not in the table"))
                 continue
             metrics = {c: row[j] for c, j in zip(self._metric_columns, self._metric_idx)}
-            metrics["params_mb"] = row[self._resource_idx["params_mb"]]
-            metrics["flops_m"] = row[self._resource_idx["flops_m"]]
+            for name in self._returned_resources:
+                metrics[name] = row[self._resource_idx[name]]
             out.append(
                 Trial(
                     ncode=code,

@@ -75,11 +75,15 @@ class EvaluatorSpec:
     space: SearchSpace
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     seed: int = 0
+    metrics: tuple[str, ...] = ()  # metrics every trial must carry besides the usual (the objectives)
 
     def build(self) -> Evaluator:
         from collm_nas.evaluators import make_evaluator
 
-        return make_evaluator(self.kind, self.space, **self.options)
+        evaluator = make_evaluator(self.kind, self.space, **self.options)
+        if self.metrics:
+            evaluator.want_metrics(self.metrics)
+        return evaluator
 
 
 # --------------------------------------------------------------- one evaluation

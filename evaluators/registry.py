@@ -37,7 +37,7 @@ def _table(space: SearchSpace, *, dataset: str | None, table_path: str | None, m
             "use --evaluator train (real training, nb201 and mbv3) or module.path:function for your own space")
     if table_path is None:
         raise UserError("no NAS-Bench-201 table configured; set --table or COLLM_NAS_NB201_TABLE")
-    return NB201TableEvaluator(table_path, dataset=dataset or "cifar10", metric=metric)
+    return NB201TableEvaluator(table_path, dataset=dataset or "cifar10", metric=metric, mode=mode)
 
 
 @EVALUATORS.register("train", help="real training of every architecture (nb201, mbv3)", dataset="digits",

@@ -59,7 +59,8 @@ __all__ = [
 ]
 
 # What a trial reports; accuracies in percent (like the NAS-Bench-201 table).
-TRAIN_METRICS = ("valid_acc", "test_acc", "train_acc", "train_loss", "params", "flops", "latency_ms")
+TRAIN_METRICS = ("valid_acc", "test_acc", "train_acc", "train_loss", "params", "flops", "latency_ms", "params_mb",
+                 "flops_m")
 ModelHook = Callable[[nn.Module, Mapping[str, str]], Any]
 
 
@@ -406,6 +407,8 @@ def _fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torc
     metrics["train_loss"] = sgd.last_epoch_loss
     metrics["params"] = float(params)
     metrics["flops"] = float(flops)
+    metrics["params_mb"] = params / 1e6  # in the units of the table and the constraints
+    metrics["flops_m"] = flops / 1e6
     metrics["latency_ms"] = measure_latency(
         model, input_shape, repeats=max(1, config.latency_repeats), device=device,
         autocast_dtype=torch.bfloat16 if cuda and config.amp else None, channels_last=channels_last,
@@ -505,6 +508,7 @@ class TrainEvaluator(ImageDataEvaluator, Evaluator):
         self.device = resolve_device(self.config.device)
         self._hook = model_hook or (import_callable(self.config.model_hook) if self.config.model_hook else None)
         has_test = dataset not in ("digits",) and not dataset.startswith("imagefolder:")
+        self._has_test = has_test
         if metric is not None and metric not in TRAIN_METRICS:
             raise UserError(f"unknown metric '{metric}' for the train evaluator; choose one of {', '.join(TRAIN_METRICS)}")
         if metric == "test_acc" and not has_test:
@@ -524,6 +528,12 @@ class TrainEvaluator(ImageDataEvaluator, Evaluator):
             self.metric_note = (f"searched on {self.searched_metric} (held-out validation split); reported as "
                                 f"{self.reported_metric} (test split): {trained}")
         self._data: ImageDataset | None = None
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Accuracies, loss, parameters and FLOPs (also as params_mb / flops_m), and latency_ms measured on
+        the machine that trains (``device``); test_acc only where the data set has a test split."""
+        return tuple(m for m in TRAIN_METRICS if m != "test_acc" or self._has_test)
 
     def evaluate(self, ncodes: Sequence[str]) -> list[Trial]:
         return list(self.iter_evaluate(ncodes))

@@ -112,9 +112,10 @@ def test_training_learns_digits_well_above_chance(digits) -> None:
     out = train_architecture("nb201", "333132", digits, TrainConfig(channels=8, cells=1, epochs=3, threads=1))
     m = out.metrics
     assert m["valid_acc"] > 60.0, m  # chance is 10% on the held-out digits
-    assert set(m) == {"valid_acc", "train_acc", "train_loss", "params", "flops", "latency_ms"}
+    assert set(m) == {"valid_acc", "train_acc", "train_loss", "params", "flops", "latency_ms", "params_mb", "flops_m"}
     net = NB201Network("333132", channels=8, cells_per_stage=1, in_channels=1)
     assert m["params"] == sum(p.numel() for p in net.parameters())
+    assert m["params_mb"] == m["params"] / 1e6 and m["flops_m"] == m["flops"] / 1e6
     assert m["flops"] > 0 and m["latency_ms"] > 0 and m["train_loss"] < 2.3
     assert out.cost["train_s"] > 0 and out.cost["epochs"] == 3 and out.cost["images_per_s"] > 0
 
@@ -234,6 +235,15 @@ def test_cli_search_trains_for_real_and_shows_the_run(env: dict[str, str], capsy
 
     shown = json.loads(_main(capsys, "show", data["run_id"], "--format", "json"))
     assert len(shown["trials"]) == 4 and all(t["status"] == "ok" and t["train_s"] > 0 for t in shown["trials"])
+    # Several objectives on real training: accuracy against the latency measured here and the parameters.
+    out = _cli("search", "--space", "nb201", "--evaluator", "train", "--dataset", "digits", "--strategy", "rea",
+               "--budget", "4", "--train-option", "epochs=1", "--train-option", "channels=4",
+               "--train-option", "threads=1", "--objective", "valid_acc:max", "--objective", "latency_ms:min",
+               "--objective", "params_mb:min", "--run-id", "mo", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    mo = json.loads(out.stdout)
+    assert mo["objectives"] == ["valid_acc:max", "latency_ms:min", "params_mb:min"] and mo["pareto"]
+    assert all({"valid_acc", "latency_ms", "params_mb", "flops_m"} <= set(t["metrics"]) for t in mo["pareto"])
     runs = json.loads(_main(capsys, "runs", "--json"))
     assert runs[0]["dataset"] == "train:digits"
 

@@ -1,0 +1,192 @@
+"""Pareto dominance, non-dominated sorting, crowding distance and hypervolume.
+
+Everything here works on points in *larger-is-better* form: a tuple of floats
+per candidate, one per objective, where each minimised metric has been negated
+(:meth:`collm_nas.core.objective.Objectives.point` does that). The reference
+point of a hypervolume is in the same form, and only the part of the space
+that a point dominates *and* that dominates the reference point counts.
+
+The algorithms are the textbook ones (Deb et al. 2002 for the sorting and the
+crowding distance; a sweep in two dimensions and slicing along the third for
+the hypervolume), written for the sizes a search produces: a few thousand
+points, two or three objectives.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+
+Point = tuple[float, ...]
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether ``a`` is at least as good as ``b`` everywhere and better somewhere."""
+    better = False
+    for x, y in zip(a, b, strict=True):
+        if x < y:
+            return False
+        if x > y:
+            better = True
+    return better
+
+
+def non_dominated(points: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of the points no other point dominates, in their order (equal points all stay).
+
+    In descending lexicographic order a point comes after every point that
+    dominates it, so each point is checked against the front found so far
+    only: O(n x front size).
+    """
+    front: list[int] = []
+    for i in sorted(range(len(points)), key=lambda i: tuple(-x for x in points[i])):
+        if not any(dominates(points[j], points[i]) for j in front):
+            front.append(i)
+    return sorted(front)
+
+
+def non_dominated_sort(points: Sequence[Sequence[float]]) -> list[list[int]]:
+    """The fronts, best first: front 0 holds the non-dominated points, front 1 those only front 0 dominates, …
+
+    Each front lists indices in ascending order.
+    """
+    n = len(points)
+    beaten_by = [0] * n  # how many points dominate i
+    beats: list[list[int]] = [[] for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            if dominates(points[i], points[j]):
+                beats[i].append(j)
+                beaten_by[j] += 1
+            elif dominates(points[j], points[i]):
+                beats[j].append(i)
+                beaten_by[i] += 1
+    fronts: list[list[int]] = []
+    current = [i for i in range(n) if beaten_by[i] == 0]
+    while current:
+        fronts.append(sorted(current))
+        following = []
+        for i in current:
+            for j in beats[i]:
+                beaten_by[j] -= 1
+                if beaten_by[j] == 0:
+                    following.append(j)
+        current = following
+    return fronts
+
+
+def crowding_distance(points: Sequence[Sequence[float]], front: Sequence[int]) -> dict[int, float]:
+    """NSGA-II's crowding distance of each point of ``front`` (indices into ``points``).
+
+    The extremes of every objective get infinity; the others the sum over
+    objectives of the gap between their neighbours, divided by the front's
+    range in that objective. Fronts of one or two points are all extremes.
+    """
+    distance = {i: 0.0 for i in front}
+    if len(front) <= 2:
+        return {i: math.inf for i in front}
+    for k in range(len(points[front[0]])):
+        order = sorted(front, key=lambda i: (points[i][k], i))
+        low, high = points[order[0]][k], points[order[-1]][k]
+        distance[order[0]] = distance[order[-1]] = math.inf
+        if high == low:
+            continue
+        for left, mid, right in zip(order, order[1:], order[2:]):
+            if distance[mid] != math.inf:
+                distance[mid] += (points[right][k] - points[left][k]) / (high - low)
+    return distance
+
+
+def ranked_by_front_and_crowding(points: Sequence[Sequence[float]]) -> list[int]:
+    """All indices, best first: by front, then by crowding distance (largest first), then by index."""
+    order: list[int] = []
+    for front in non_dominated_sort(points):
+        crowd = crowding_distance(points, front)
+        order.extend(sorted(front, key=lambda i: (-crowd[i], i)))
+    return order
+
+
+def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+    """The volume of the region the points dominate and that dominates ``reference`` (exact; 1 to 3 objectives)."""
+    dims = len(reference)
+    inside = [tuple(float(x) for x in p) for p in points
+              if len(p) == dims and all(x > r for x, r in zip(p, reference))]
+    if not inside:
+        return 0.0
+    ref = tuple(float(r) for r in reference)
+    if dims == 1:
+        return max(p[0] for p in inside) - ref[0]
+    if dims == 2:
+        return _hypervolume_2d(inside, ref)
+    if dims == 3:
+        return _hypervolume_3d(inside, ref)
+    raise ValueError(f"hypervolume is computed for 1 to 3 objectives, not {dims}")
+
+
+def contributions(points: Sequence[Sequence[float]], reference: Sequence[float]) -> list[float]:
+    """Each point's exclusive hypervolume: what the hypervolume loses without it (0 for a dominated point)."""
+    whole = hypervolume(points, reference)
+    return [whole - hypervolume([p for j, p in enumerate(points) if j != i], reference)
+            for i in range(len(points))]
+
+
+def improvements_2d(front: Sequence[Sequence[float]], candidates: Sequence[Sequence[float]],
+                    reference: Sequence[float]) -> list[float]:
+    """The hypervolume each candidate would add to ``front`` alone (two objectives), all at once.
+
+    The front's dominated region is a staircase over the first objective; a
+    candidate adds, over each step between the reference and its first
+    coordinate, the part of its height above the step. Vectorised over the
+    candidates (with torch): a pool of thousands costs milliseconds.
+    """
+    import torch
+
+    r1, r2 = float(reference[0]), float(reference[1])
+    steps = sorted(((float(p[0]), float(p[1])) for p in front if p[0] > r1 and p[1] > r2), reverse=True)
+    # Breakpoints x_0 > x_1 > ... and the staircase height over [x_{j+1}, x_j).
+    edges, heights, best = [], [], r2
+    for x, y in steps:
+        if y > best:
+            edges.append(x)
+            heights.append(best)
+            best = y
+    edges.append(r1)
+    heights.append(best)
+    # Segment j spans [edges[j], edges[j-1]) with height heights[j] (edges[-1] = +inf side handled by j = 0).
+    lo = torch.tensor(edges, dtype=torch.float64)
+    hi = torch.tensor([math.inf] + edges[:-1], dtype=torch.float64)
+    h = torch.tensor(heights, dtype=torch.float64)
+    q = torch.tensor([[float(c[0]), float(c[1])] for c in candidates], dtype=torch.float64).reshape(-1, 2)
+    width = (torch.minimum(q[:, :1], hi) - lo).clamp_min(0.0)
+    height = (q[:, 1:] - h).clamp_min(0.0)
+    return (width * height).sum(1).tolist()
+
+
+def median_point(points: Sequence[Sequence[float]]) -> tuple[float, ...]:
+    """The median of each objective over the points (a reference point that follows a search)."""
+    return tuple(statistics.median(p[k] for p in points) for k in range(len(points[0])))
+
+
+def _hypervolume_2d(points: list[Point], ref: Sequence[float]) -> float:
+    """Sweep along the first objective, best first, adding the strip each new height opens."""
+    total = 0.0
+    height = ref[1]
+    for x, y in sorted(points, key=lambda p: (-p[0], -p[1])):
+        if y > height:
+            total += (x - ref[0]) * (y - height)
+            height = y
+    return total
+
+
+def _hypervolume_3d(points: list[Point], ref: Sequence[float]) -> float:
+    """Slice along the third objective: between consecutive levels the dominated area is a 2-D hypervolume."""
+    order = sorted(points, key=lambda p: -p[2])
+    total = 0.0
+    active: list[Point] = []
+    for i, p in enumerate(order):
+        active.append((p[0], p[1]))
+        level_below = order[i + 1][2] if i + 1 < len(order) else ref[2]
+        if p[2] > level_below:
+            total += _hypervolume_2d(active, ref[:2]) * (p[2] - level_below)
+    return total
