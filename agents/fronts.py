@@ -1,4 +1,4 @@
-"""What the LLM-free strategies need to search a Pareto front: an order of the trials by front and promise.
+"""What the strategies need to search a Pareto front: an order of the trials by front and promise.
 
 Trials are ordered by non-dominated front; within a front, first those that
 beat the *focus point* in every objective, by the hypervolume each adds
@@ -6,9 +6,12 @@ alone (its exclusive contribution), then the others by NSGA-II's crowding
 distance. The focus point is the run's hypervolume reference when the user
 gave one (``--hv-ref``), else per objective the space's median where the run
 knows the objective before evaluation (a table's parameters, FLOPs and
-latencies), else the median over the trials evaluated so far: it keeps a search from spending its budget on the far ends
-of a front (a network with no parameters and no accuracy is on the front of
-accuracy against parameters, and useless).
+latencies), else the median over the trials evaluated so far. It keeps a
+search from spending its budget on the far ends of a front (a network with
+no parameters and no accuracy is on the front of accuracy against
+parameters, and useless). The LLM roles read the front in this order too
+(:mod:`collm_nas.agents.digest`), and LM-Searcher's LLM ranker a trial's
+place on it (:func:`front_rewarded`).
 
 :func:`survivors` is the elitist selection of the ``k`` best by that order
 (NSGA-II with the hypervolume tie-break of SMS-EMOA); it peels off only as
@@ -19,8 +22,8 @@ from __future__ import annotations
 
 import random
 import statistics
-from dataclasses import replace
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import lru_cache
 
 from collm_nas.core import Objectives, RoundContext, SearchSpace, Trial
@@ -70,7 +73,7 @@ def _space_medians(space: SearchSpace, resources: Callable[[str], dict[str, floa
 def space_medians(ctx: RoundContext) -> dict[str, float]:
     """The space's median of each objective the run knows before evaluation (the validity checker's
     resources), estimated from a fixed sample of legal architectures (seeded by the run)."""
-    resources = getattr(ctx.checker, "resources", None)
+    resources = ctx.checker.resources if ctx.checker is not None else None
     if resources is None or ctx.objectives is None:
         return {}
     return dict(_space_medians(ctx.space, resources, ctx.is_legal, ctx.seed, ctx.objectives.metrics))

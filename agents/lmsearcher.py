@@ -73,8 +73,9 @@ def pareto_ranking(ctx: RoundContext, pool: list[str]) -> list[str]:
     resources) is taken as it is; the others are predicted by a GP fitted on
     the run's trials (the first objective with the run's prior), optimistically
     (mean plus one standard deviation). Every objective is scaled to [0, 1]
-    from the focus point of :mod:`collm_nas.agents.fronts` (the median of the
-    trials unless the user gave a reference) to the best value so far.
+    from the focus point of :mod:`collm_nas.agents.fronts` (the user's
+    reference, else the space's median of a known cost and the trials' median
+    of the rest) to the best value so far.
     """
     objectives = ctx.objectives
     ok = [(t, p) for t in ctx.history.trials() if (p := objectives.point(t)) is not None]
@@ -96,7 +97,7 @@ def pareto_ranking(ctx: RoundContext, pool: list[str]) -> list[str]:
     rng = ctx.rng("navigator")
     draws = [rng.expovariate(1.0) for _ in objectives.items]
     weights = [d / sum(draws) for d in draws]
-    # From the focus point (the user's reference, else the trials' median) to the best value so far: 0 to 1.
+    # From the focus point to the best value so far: 0 to 1.
     lows = run_focus(ctx, [p for _, p in ok])
     highs = [max(p[k] for _, p in ok) for k in range(len(weights))]
     spans = [(h - lo) if h > lo else 1.0 for lo, h in zip(lows, highs)]
@@ -124,7 +125,7 @@ def _centre_spread(values: list[float]) -> tuple[float, float]:
 
 def _known_resources(ctx: RoundContext, pool: list[str], metrics: tuple[str, ...]) -> dict[str, dict[str, float]]:
     """The objectives the run knows for every pool code before evaluation: ``{metric: {code: value}}``."""
-    resources = getattr(ctx.checker, "resources", None)
+    resources = ctx.checker.resources if ctx.checker is not None else None
     if resources is None or not pool:
         return {}
     figures = {c: resources(c) for c in pool}
