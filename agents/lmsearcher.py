@@ -16,14 +16,18 @@ and the Coordinator screens them like any other proposal.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from functools import lru_cache
+
+import torch
 
 from collm_nas.agents.baselines import sample_new
 from collm_nas.agents.chat_models import LLMUnavailable
 from collm_nas.agents.collm import LLM_COOLDOWN_ROUNDS, llm_ready
 from collm_nas.agents.digest import objectives_phrase
 from collm_nas.agents.fronts import front_rewarded, run_focus
-from collm_nas.core.pareto import improvements_2d, non_dominated
+from collm_nas.core.pareto import expected_improvements_2d, improvements_2d, non_dominated
 from collm_nas.core.strategy import Generator, Navigator, RoundContext, SearchStrategy, Strategy
 from collm_nas.agents.surrogate import LearnedRanker, PriorModel
 from collm_nas.core.space import SearchSpace
@@ -67,25 +71,29 @@ def pareto_ranking(ctx: RoundContext, pool: list[str]) -> list[str]:
     """Several objectives: ``pool`` ordered by the hypervolume each candidate would add (two objectives),
     then by a random Chebyshev scalarisation (ParEGO) of the objectives.
 
-    Each round draws its own weights (seeded by round), so the rounds pull
-    towards different parts of the front. An objective the evaluator knows
-    before evaluation (a table's parameters, FLOPs or latency: the constraint
-    resources) is taken as it is; the others are predicted by a GP fitted on
-    the run's trials (the first objective with the run's prior), optimistically
-    (mean plus one standard deviation). Every objective is scaled to [0, 1]
-    from the focus point of :mod:`collm_nas.agents.fronts` (the user's
-    reference, else the space's median of a known cost and the trials' median
-    of the rest) to the best value so far.
+    An objective the evaluator knows before evaluation (a table's parameters,
+    FLOPs or latency: the constraint resources) is taken as it is; the others
+    are predicted by a GP fitted on the run's trials (the first objective with
+    the run's prior). With two objectives of which one is known, the order is
+    by the exact expected hypervolume improvement beyond the focus point of
+    :mod:`collm_nas.agents.fronts` (the user's reference, else the space's
+    median of a known cost and the trials' median of the rest): for each cost,
+    the chance and size of beating the front there. Otherwise the hypervolume
+    an optimistic prediction (mean plus one standard deviation) would add.
+    Ties (no candidate can add anything) go to the scalarisation: each round
+    draws its own weights (seeded by round), every objective scaled to [0, 1]
+    from the focus point to the best value so far.
     """
     objectives = ctx.objectives
     ok = [(t, p) for t in ctx.history.trials() if (p := objectives.point(t)) is not None]
     if not ok:
         return list(pool)
     known = _known_resources(ctx, pool, objectives.metrics)
-    columns = []
+    columns: list[torch.Tensor] = []
+    predicted: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for k, objective in enumerate(objectives.items):
         if objective.metric in known:
-            columns.append([objective.direction.sign() * known[objective.metric][c] for c in pool])
+            columns.append(objective.direction.sign() * known[objective.metric])
             continue
         prior = _prior_models(ctx.space, ctx.mode, _frozen(ctx.prior)) if ctx.prior and k == 0 else None
         ranker = LearnedRanker(ctx.space, mode="max", transform="standard", prior=prior, seed=ctx.seed)
@@ -93,25 +101,30 @@ def pareto_ranking(ctx: RoundContext, pool: list[str]) -> list[str]:
         ranker.fit([t.ncode for t, _ in ok], values)
         mean, sd = ranker.predict(pool)
         centre, spread = _centre_spread(values)
-        columns.append([centre + spread * float(m + OPTIMISM * d) for m, d in zip(mean, sd)])
+        predicted[k] = (centre + spread * mean, spread * sd)
+        columns.append(predicted[k][0] + OPTIMISM * predicted[k][1])
     rng = ctx.rng("navigator")
     draws = [rng.expovariate(1.0) for _ in objectives.items]
     weights = [d / sum(draws) for d in draws]
     # From the focus point to the best value so far: 0 to 1.
     lows = run_focus(ctx, [p for _, p in ok])
     highs = [max(p[k] for _, p in ok) for k in range(len(weights))]
-    spans = [(h - lo) if h > lo else 1.0 for lo, h in zip(lows, highs)]
-
-    def score(i: int) -> float:
-        scaled = [w * (col[i] - lo) / span for w, col, lo, span in zip(weights, columns, lows, spans)]
-        return min(scaled) + CHEBYSHEV_RHO * sum(scaled)
-
-    gains = [0.0] * len(pool)
-    if len(objectives) == 2:  # first by the hypervolume the optimistic point adds beyond the focus point
+    scaled = torch.stack([w * (col - lo) / ((h - lo) if h > lo else 1.0)
+                          for w, col, lo, h in zip(weights, columns, lows, highs)], dim=1)
+    score = scaled.min(1).values + CHEBYSHEV_RHO * scaled.sum(1)
+    gains = torch.zeros(len(pool), dtype=torch.float64)
+    if len(objectives) == 2:  # first by the hypervolume a candidate adds beyond the focus point
         front = [ok[i][1] for i in non_dominated([p for _, p in ok])]
-        gains = improvements_2d(front, list(zip(*columns)), lows)
-    order = sorted(range(len(pool)), key=lambda i: (-gains[i], -score(i), i))
-    return [pool[i] for i in order]
+        if len(predicted) == 1:  # one objective known for every code: the exact expectation
+            (u, (mean, sd)), = predicted.items()
+            gains = torch.tensor(expected_improvements_2d(front, columns[1 - u], mean, sd, lows, known_axis=1 - u),
+                                 dtype=torch.float64)
+        else:
+            gains = torch.tensor(improvements_2d(front, torch.stack(columns, 1).tolist(), lows), dtype=torch.float64)
+    # By gain, then score, then pool order (stable sorts, the last key first).
+    order = torch.argsort(-score, stable=True)
+    order = order[torch.argsort(-gains[order], stable=True)]
+    return [pool[i] for i in order.tolist()]
 
 
 def _centre_spread(values: list[float]) -> tuple[float, float]:
@@ -123,14 +136,25 @@ def _centre_spread(values: list[float]) -> tuple[float, float]:
     return centre, spread if spread > 0 else 1.0
 
 
-def _known_resources(ctx: RoundContext, pool: list[str], metrics: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """The objectives the run knows for every pool code before evaluation: ``{metric: {code: value}}``."""
+@lru_cache(maxsize=16)
+def _resource_memo(resources: Callable[[str], dict[str, float]], metrics: tuple[str, ...]) -> dict[str, tuple]:
+    """Per code, its figures of ``metrics`` known before evaluation (NaN where unknown), filled as codes come
+    up: a code's resources never change, and rounds score the same codes again and again."""
+    return {}
+
+
+def _known_resources(ctx: RoundContext, pool: list[str], metrics: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The objectives the run knows for every pool code before evaluation: ``{metric: values in pool order}``."""
     resources = ctx.checker.resources if ctx.checker is not None else None
     if resources is None or not pool:
         return {}
-    figures = {c: resources(c) for c in pool}
-    return {m: {c: float(figures[c][m]) for c in pool} for m in metrics
-            if all(m in figures[c] for c in pool)}
+    memo = _resource_memo(resources, metrics)
+    for code in pool:
+        if code not in memo:
+            figures = resources(code)
+            memo[code] = tuple(float(figures[m]) if m in figures else math.nan for m in metrics)
+    table = torch.tensor([memo[c] for c in pool], dtype=torch.float64).reshape(len(pool), len(metrics))
+    return {m: table[:, j] for j, m in enumerate(metrics) if not bool(torch.isnan(table[:, j]).any())}
 
 
 class RankingNavigator(Navigator):

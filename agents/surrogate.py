@@ -5,15 +5,21 @@ own trials:
 
 * inputs are the categorical decisions of the code (one category per option,
   plus an "inactive" category for decisions switched off in conditional
-  spaces) and, optionally, a few continuous columns (a space-provided feature
-  hook, and the prediction of a *prior* learned from other runs);
+  spaces) and, optionally, a few continuous columns: the space's own
+  features of the architecture (``SearchSpace.features``; NAS-Bench-201's
+  are the live-edge shares of its operations), scaled to [0, 1] over the
+  space, and the prediction of a *prior* learned from other runs;
 * the kernel is an exponentiated Hamming kernel with one relevance weight per
   decision (ARD), which contains every order of interaction between
-  decisions, plus a constant term and, with a prior, a linear term in the
-  prior's prediction (a learned linear mean function);
+  decisions, times a squared-exponential kernel on the continuous columns
+  (one relevance weight each), plus a constant term and a linear term in
+  every continuous column (a learned linear mean function: "more 3x3
+  convolutions on live edges help" is learnt from a few trials and applies
+  to every code at once);
 * targets are rank-gaussianised (or standardised), hyperparameters are set by
-  a few Adam steps on the log marginal likelihood (warm-started between
-  successive fits of the same ranker);
+  Adam steps on the log marginal likelihood (120 from a fixed start for a new
+  ranker, so a fit depends on the trials only; a few more, warm-started, for
+  each further fit of the same ranker);
 * acquisition: expected improvement, upper confidence bound or the mean.
 
 :func:`featurize` gives the explicit one-hot (and pairwise) features of any
@@ -27,6 +33,7 @@ import itertools
 import math
 import random
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
 
@@ -130,6 +137,29 @@ def _standardise(values: torch.Tensor) -> torch.Tensor:
     return (values - values.mean()) / (sd if sd > 0 else 1.0)
 
 
+# Spaces with at most this many codes get their feature ranges from every code, larger ones from a sample.
+_RANGE_ENUMERATE_LIMIT = 20_000
+_RANGE_SAMPLE = 2048
+
+
+def _hook_features(space: SearchSpace, codes: Sequence[str]) -> torch.Tensor:
+    return torch.as_tensor(space.features(list(codes)), dtype=_DTYPE).reshape(len(codes), -1)
+
+
+@lru_cache(maxsize=16)
+def _feature_range(space: SearchSpace) -> tuple[torch.Tensor, torch.Tensor]:
+    """Low end and span of each of the space's own features, over the space (or a seeded sample of it)."""
+    if space.size_bound() <= _RANGE_ENUMERATE_LIMIT:
+        codes = list(space.enumerate())
+    else:
+        rng = random.Random(0)
+        codes = list(dict.fromkeys(space.sample(rng) for _ in range(_RANGE_SAMPLE)))
+    values = _hook_features(space, codes)
+    low, high = values.min(0).values, values.max(0).values
+    span = torch.where(high > low, high - low, torch.ones_like(high))
+    return low, span
+
+
 # ------------------------------------------------------------------- prior
 class PriorModel:
     """Predicts, for any code, what another run/dataset said about it.
@@ -196,7 +226,7 @@ class LearnedRanker:
         beta: float = 2.0,
         xi: float = 0.0,
         transform: str = "rank",
-        fit_steps: int = 40,
+        fit_steps: int = 120,
         refit_steps: int = 12,
         use_hook: bool = True,
         max_fit_points: int = 200,
@@ -215,6 +245,8 @@ class LearnedRanker:
         self.max_fit_points, self.max_var_flops = max_fit_points, max_var_flops
         self.theta0 = theta0
         self.use_hook = use_hook and space.provides_features
+        if self.use_hook:
+            self._hook_low, self._hook_span = _feature_range(space)
         self.priors: list[PriorModel] = []
         for i, entry in enumerate(prior or ()):
             if isinstance(entry, PriorModel):  # built once, reused round after round
@@ -242,8 +274,7 @@ class LearnedRanker:
     def _extra(self, codes: Sequence[str]) -> torch.Tensor:
         cols = [p.predict(codes).unsqueeze(1) for p in self.priors]
         if self.use_hook:
-            hook = torch.as_tensor(self.space.features(list(codes)), dtype=_DTYPE).reshape(len(codes), -1)
-            cols.append((hook - self._hook_mu) / self._hook_sd if hasattr(self, "_hook_mu") else hook)
+            cols.append((_hook_features(self.space, codes) - self._hook_low) / self._hook_span)
         return torch.cat(cols, dim=1) if cols else torch.zeros((len(codes), 0), dtype=_DTYPE)
 
     @property
@@ -256,8 +287,8 @@ class LearnedRanker:
         w = theta.repeat_interleave(torch.tensor(self._sizes))
         if diag:
             out = torch.full((H1.shape[0],), float(torch.exp(p["log_const"]) + torch.exp(p["log_amp"])), dtype=_DTYPE)
-            if self._n_prior:
-                out = out + (F1[:, : self._n_prior] ** 2) @ torch.exp(p["log_lin"])
+            if F1.shape[1]:
+                out = out + (F1 ** 2) @ torch.exp(p["log_lin"])
             return out
         dist = theta.sum() - (H1 * w) @ H2.T  # weighted number of mismatches
         lin = 0.0
@@ -265,8 +296,7 @@ class LearnedRanker:
             phi = torch.exp(p["log_phi"])
             a, b = F1 * phi.sqrt(), F2 * phi.sqrt()
             dist = dist + (a * a).sum(1, keepdim=True) + (b * b).sum(1) - 2.0 * a @ b.T
-            if self._n_prior:
-                lin = (F1[:, : self._n_prior] * torch.exp(p["log_lin"])) @ F2[:, : self._n_prior].T
+            lin = (F1 * torch.exp(p["log_lin"])) @ F2.T
         return torch.exp(p["log_const"]) + lin + torch.exp(p["log_amp"]) * torch.exp(-dist.clamp_min(0.0))
 
     @torch.no_grad()
@@ -282,8 +312,8 @@ class LearnedRanker:
             K.addmm_(a, b.T, alpha=2.0)
             K.sub_((a * a).sum(1, keepdim=True)).sub_((b * b).sum(1))
         K.clamp_(max=0.0).exp_().mul_(float(torch.exp(p["log_amp"]))).add_(float(torch.exp(p["log_const"])))
-        if self._n_prior:
-            K.addmm_(F[:, : self._n_prior] * torch.exp(p["log_lin"]), self._F[:, : self._n_prior].T)
+        if F.shape[1]:
+            K.addmm_(F * torch.exp(p["log_lin"]), self._F.T)
         return K
 
     def _init_params(self, q: int) -> dict[str, torch.Tensor]:
@@ -291,15 +321,31 @@ class LearnedRanker:
         return {
             "log_theta": torch.full((L,), math.log(self.theta0), dtype=_DTYPE),
             "log_phi": torch.full((q,), math.log(0.5), dtype=_DTYPE),
-            "log_lin": torch.full((self._n_prior,), math.log(0.5), dtype=_DTYPE),
+            "log_lin": torch.full((q,), math.log(0.5), dtype=_DTYPE),
             "log_const": torch.tensor(math.log(0.1), dtype=_DTYPE),
             "log_amp": torch.tensor(0.0, dtype=_DTYPE),
             "log_noise": torch.tensor(math.log(0.05), dtype=_DTYPE),
         }
 
-    def _nll(self, p, H, F, y) -> torch.Tensor:
+    def _gram_parts(self, H: torch.Tensor, F: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the training kernel is made of, once per fit: per decision, whether two trials differ there
+        (n, n, L); per continuous column, their squared difference and their product (n, n, q) each. The kernel
+        is then a few contractions with the hyperparameters, cheap to differentiate step after step."""
+        blocks = torch.split(H, self._sizes, dim=1)
+        mismatch = torch.stack([1.0 - b @ b.T for b in blocks], dim=2)
+        diff = (F.unsqueeze(1) - F.unsqueeze(0)) ** 2
+        prod = F.unsqueeze(1) * F.unsqueeze(0)
+        return mismatch, diff, prod
+
+    def _nll(self, p, parts, y) -> torch.Tensor:
         n = y.numel()
-        K = self._kernel(p, H, F, H, F)
+        mismatch, diff, prod = parts
+        dist = mismatch @ torch.exp(p["log_theta"])
+        K = torch.exp(p["log_const"])
+        if diff.shape[2]:
+            dist = dist + diff @ torch.exp(p["log_phi"])
+            K = K + prod @ torch.exp(p["log_lin"])
+        K = K + torch.exp(p["log_amp"]) * torch.exp(-dist)
         K = K + (torch.exp(p["log_noise"]) + 1e-6) * torch.eye(n, dtype=_DTYPE)
         Lc = torch.linalg.cholesky(K)
         alpha = torch.cholesky_solve(y.unsqueeze(1), Lc)
@@ -311,6 +357,41 @@ class LearnedRanker:
         if p["log_phi"].numel():
             reg = reg + 0.5 * ((p["log_phi"] - math.log(0.5)) ** 2).sum() / 4.0
         return (nll + reg) / n
+
+    @torch.no_grad()
+    def _nll_and_grad(self, p, parts, y) -> tuple[float, dict[str, torch.Tensor]]:
+        """:meth:`_nll` and its gradient in closed form (what a fit's every step needs; autograd through the
+        Cholesky factor costs several times more at these sizes). With ``G = (K^-1 - a a^T) / 2`` the
+        derivative along any kernel hyperparameter is the sum of ``G`` times that derivative of ``K``."""
+        n = y.numel()
+        mismatch, diff, prod = parts
+        theta, phi, lin = torch.exp(p["log_theta"]), torch.exp(p["log_phi"]), torch.exp(p["log_lin"])
+        const, amp, noise = torch.exp(p["log_const"]), torch.exp(p["log_amp"]), torch.exp(p["log_noise"])
+        dist = mismatch @ theta
+        if diff.shape[2]:
+            dist = dist + diff @ phi
+        E = torch.exp(-dist)
+        K = const + amp * E
+        if diff.shape[2]:
+            K = K + prod @ lin
+        K = K + (noise + 1e-6) * torch.eye(n, dtype=_DTYPE)
+        Lc = torch.linalg.cholesky(K)
+        alpha = torch.cholesky_solve(y.unsqueeze(1), Lc)
+        nll = 0.5 * float((y.unsqueeze(1) * alpha).sum()) + float(torch.log(torch.diagonal(Lc)).sum())
+        G = 0.5 * (torch.cholesky_inverse(Lc) - alpha @ alpha.T)
+        GE = G * E * amp
+        t0, n0 = math.log(self.theta0), math.log(0.05)
+        grads = {
+            "log_theta": -(GE.unsqueeze(2) * mismatch).sum((0, 1)) * theta + (p["log_theta"] - t0) / 4.0,
+            "log_phi": -(GE.unsqueeze(2) * diff).sum((0, 1)) * phi + (p["log_phi"] - math.log(0.5)) / 4.0,
+            "log_lin": (G.unsqueeze(2) * prod).sum((0, 1)) * lin,
+            "log_const": G.sum() * const,
+            "log_amp": GE.sum() + p["log_amp"] / 4.0,
+            "log_noise": torch.diagonal(G).sum() * noise + (p["log_noise"] - n0) / 4.0,
+        }
+        reg = 0.5 * float(((p["log_theta"] - t0) ** 2).sum() + (p["log_noise"] - n0) ** 2 + p["log_amp"] ** 2) / 4.0
+        reg += 0.5 * float(((p["log_phi"] - math.log(0.5)) ** 2).sum()) / 4.0
+        return (nll + reg) / n, {k: g / n for k, g in grads.items()}
 
     # ------------------------------------------------------------------ API
     def fit(self, codes: Sequence[str], values: Sequence[float]) -> LearnedRanker:
@@ -330,14 +411,10 @@ class LearnedRanker:
             y = -y
         self._guard_prior(self._codes, y)
         self._y = _gaussianise(y) if self.transform == "rank" else _standardise(y)
-        if self.use_hook:
-            hook = torch.as_tensor(self.space.features(self._codes), dtype=_DTYPE).reshape(self.trials, -1)
-            self._hook_mu = hook.mean(0)
-            self._hook_sd = hook.std(0).clamp_min(1e-9) if self.trials > 1 else torch.ones(hook.shape[1], dtype=_DTYPE)
         self._H = self._onehot(self._codes)
         self._F = self._extra(self._codes)
         q = self._F.shape[1]
-        if self._params is None or self._params["log_phi"].numel() != q:
+        if self._params is None or self._params["log_phi"].numel() != q or self._params["log_lin"].numel() != q:
             self._params = self._init_params(q)
             steps = self.fit_steps
         else:
@@ -371,23 +448,35 @@ class LearnedRanker:
             rest = order[self.max_fit_points // 4:]
             keep += random.Random(self.seed).sample(rest, self.max_fit_points - len(keep))
             H, F, y = H[keep], F[keep], y[keep]
-        params = {k: v.detach().clone().requires_grad_(True) for k, v in self._params.items()}
-        opt = torch.optim.Adam(list(params.values()), lr=0.1)
-        best, best_loss = {k: v.detach().clone() for k, v in params.items()}, float("inf")
+        parts = self._gram_parts(H, F)
+        # All hyperparameters in one vector: one Adam update a step instead of one per kind.
+        names = list(self._params)
+        sizes = [self._params[k].numel() for k in names]
+        shapes = [self._params[k].shape for k in names]
+        flat = torch.cat([self._params[k].detach().reshape(-1) for k in names]).clone()
+        noise_at = sum(sizes[: names.index("log_noise")])
+        theta_at = sum(sizes[: names.index("log_theta")])
+        theta_end = theta_at + sizes[names.index("log_theta")]
+
+        def unpack(vector: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {k: part.reshape(shape) for k, part, shape in zip(names, torch.split(vector, sizes), shapes)}
+
+        opt = torch.optim.Adam([flat], lr=0.1)
+        best, best_loss = flat.clone(), float("inf")
         for _ in range(steps):
-            opt.zero_grad()
             try:
-                loss = self._nll(params, H, F, y)
+                loss, grads = self._nll_and_grad(unpack(flat), parts, y)
             except RuntimeError:  # not positive definite: stop here
                 break
-            if loss.item() < best_loss:
-                best_loss = loss.item()
-                best = {k: v.detach().clone() for k, v in params.items()}
-            loss.backward()
+            if loss < best_loss:
+                best_loss = loss
+                best = flat.clone()
+            flat.grad = torch.cat([grads[k].reshape(-1) for k in names])
             opt.step()
             with torch.no_grad():
-                params["log_noise"].clamp_(math.log(1e-4), math.log(2.0))
-                params["log_theta"].clamp_(math.log(1e-3), math.log(20.0))
+                flat[noise_at].clamp_(math.log(1e-4), math.log(2.0))
+                flat[theta_at:theta_end].clamp_(math.log(1e-3), math.log(20.0))
+        best = unpack(best)
         self._params = best
 
     def _factor(self) -> None:
@@ -434,37 +523,38 @@ class LearnedRanker:
 
     def score(self, codes: Sequence[str]) -> list[float]:
         """Acquisition values (higher = more promising)."""
-        codes = list(codes)
+        return self._acquire(list(codes)).tolist()
+
+    def _acquire(self, codes: list[str]) -> torch.Tensor:
         if not codes:
-            return []
+            return torch.zeros(0, dtype=_DTYPE)
         mean, sd = self.predict(codes)
         if self.acquisition == "mean" or not self.trials:
-            out = mean if self.acquisition == "mean" or self._n_prior else mean + self.beta * sd
-        elif self.acquisition == "ucb":
-            out = mean + self.beta * sd
-        else:
-            best = float(self._y.max()) + self.xi
-            z = (mean - best) / sd
-            normal = torch.distributions.Normal(torch.zeros((), dtype=_DTYPE), torch.ones((), dtype=_DTYPE))
-            out = (mean - best) * normal.cdf(z) + sd * torch.exp(normal.log_prob(z))
-            out = torch.log(out.clamp_min(1e-300))  # same order, finite, spread out
-        return [float(v) for v in out]
+            return mean if self.acquisition == "mean" or self._n_prior else mean + self.beta * sd
+        if self.acquisition == "ucb":
+            return mean + self.beta * sd
+        best = float(self._y.max()) + self.xi
+        z = (mean - best) / sd
+        normal = torch.distributions.Normal(torch.zeros((), dtype=_DTYPE), torch.ones((), dtype=_DTYPE))
+        out = (mean - best) * normal.cdf(z) + sd * torch.exp(normal.log_prob(z))
+        return torch.log(out.clamp_min(1e-300))  # same order, finite, spread out
 
     def rank(self, codes: Sequence[str]) -> list[str]:
         """``codes`` (deduplicated) best first; ties broken by a seeded shuffle."""
         uniq = list(dict.fromkeys(codes))
-        scores = self.score(uniq)
-        tie = list(range(len(uniq)))
-        random.Random(self.seed).shuffle(tie)
-        order = sorted(range(len(uniq)), key=lambda i: (-scores[i], tie[i]))
-        return [uniq[i] for i in order]
+        if not uniq:
+            return []
+        scores = self._acquire(uniq)
+        by_tie = torch.randperm(len(uniq), generator=torch.Generator().manual_seed(self.seed))
+        order = by_tie[torch.argsort(-scores[by_tie], stable=True)]
+        return [uniq[i] for i in order.tolist()]
 
     def describe(self) -> str:
         prior = (
             "prior: " + ", ".join(f"'{p.name}' ({p.size} trials)" for p in self.priors)
             if self.priors else "no prior"
         )
-        hook = ", space features" if self.use_hook else ""
+        hook = ", space features (kernel and linear mean)" if self.use_hook else ""
         return (
             f"GP ranker (ARD exponentiated-Hamming kernel over {self.space.length} decisions{hook}; "
             f"{self.transform} targets; acquisition {self.acquisition}; {self.trials} trials; {prior})"

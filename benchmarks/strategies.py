@@ -147,7 +147,8 @@ def markdown(summary: dict, strategies: list[str], datasets: list[str]) -> str:
                            for col in ("acc mean±std", "found %", "median evals")] + ["wall s/search"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in strategies:
-        row = [s]
+        # A ranking strategy's row without a prior says so: its "+prior" row is warm-started from other data.
+        row = [f"{s} (no prior)" if s in PRIOR_STRATEGIES else s]
         walls = []
         for d in datasets:
             c = summary[s][d]

@@ -8,6 +8,9 @@ The NCode digit of an edge is the operation's index in ``OPERATIONS``.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import ClassVar
 
 from collm_nas.core.errors import UserError
 from collm_nas.core.space import Decision, Problem, SearchSpace
@@ -19,6 +22,9 @@ _EDGE_RE = re.compile(r"^([a-z_0-9]+)~(\d)$")
 
 
 class NB201Space(SearchSpace):
+    # Learned rankers get the live-edge share of every operation (see :func:`live_operation_shares`).
+    provides_features: ClassVar[bool] = True
+
     def __init__(self) -> None:
         super().__init__(
             name="nb201",
@@ -75,6 +81,10 @@ class NB201Space(SearchSpace):
             ]
         return []
 
+    def features(self, ncodes: Sequence[str]) -> list[tuple[float, ...]]:
+        """Per code: the share of the 6 edges that are live and carry each operation (skip, 1x1, 3x3, pool)."""
+        return [live_operation_shares(code) for code in ncodes]
+
     def rules_text(self) -> str:
         return (
             "a cell must have a path of non-'none' edges from node 0 to node 3; "
@@ -89,6 +99,31 @@ def reaches_output(ncode: str) -> bool:
         if digit != "0" and src in reached:
             reached.add(dst)
     return 3 in reached
+
+
+def live_edges(ncode: str) -> list[bool]:
+    """Per edge: whether it lies on a path of non-``none`` edges from the input (node 0) to the output (node 3).
+
+    The other edges do not change what the cell computes (their input is zero or their output reaches
+    nothing), so architectures that differ only there are the same network.
+    """
+    reached = {0}
+    for (dst, src), digit in zip(EDGES, ncode):
+        if digit != "0" and src in reached:
+            reached.add(dst)
+    reaching = {3}
+    for node in (2, 1):
+        if any(digit != "0" and src == node and dst in reaching for (dst, src), digit in zip(EDGES, ncode)):
+            reaching.add(node)
+    return [digit != "0" and src in reached and dst in reaching for (dst, src), digit in zip(EDGES, ncode)]
+
+
+@lru_cache(maxsize=16_384)  # the space has 15,625 codes
+def live_operation_shares(ncode: str) -> tuple[float, ...]:
+    """The cell's effective graph in four numbers: per operation other than ``none`` (in ``OPERATIONS``
+    order), the share of the 6 edges that are live (:func:`live_edges`) and carry it; each lies in [0, 1]."""
+    live = [digit for digit, on in zip(ncode, live_edges(ncode)) if on]
+    return tuple(live.count(str(op)) / len(EDGES) for op in range(1, len(OPERATIONS)))
 
 
 def arch_string(ops: list[str] | tuple[str, ...]) -> str:

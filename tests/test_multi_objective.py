@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -150,7 +152,7 @@ def _count(db: Path, run_id: str) -> int:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("strategy", ["rea", "local", "lmsearcher"])
+@pytest.mark.parametrize("strategy", ["random", "rea", "local", "lmsearcher"])
 def test_sigkill_and_resume_keep_the_front_and_fork_keeps_the_objectives(tmp_path: Path, table_path: str,
                                                                         strategy: str) -> None:
     """A user evaluator returning two metrics (score, size), searched on both from the CLI."""
@@ -188,6 +190,80 @@ def test_sigkill_and_resume_keep_the_front_and_fork_keeps_the_objectives(tmp_pat
     child = json.loads(forked.stdout)
     assert child["objectives"] == ["score:max", "size:min"]
     assert [t["ncode"] for t in child["pareto"]] == [t["ncode"] for t in want["pareto"]]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("strategy", ["collm", "hybrid"])
+def test_llm_strategies_resume_after_sigkill_with_the_same_front(tmp_path: Path, table_path: str,
+                                                                 strategy: str) -> None:
+    """The LLM strategies in multi-objective mode from the CLI, on the fake OpenAI server: killed while the
+    Navigator's call of round 3 hangs, resumed, the front is the one an uninterrupted run finds; a fork keeps
+    the objectives. The fake Generator's codes are a function of its prompt, so equal prompts get equal codes."""
+    from fake_openai import FakeOpenAIServer, Reply
+    from test_collm import SECRET, STRATEGY, last_user, role_of
+
+    state = {"hang": True, "navigator": 0}
+
+    def answer(request: dict) -> Reply:
+        if role_of(request) == "navigator":
+            state["navigator"] += 1
+            reply = Reply.text(json.dumps(STRATEGY))
+            if state["hang"] and state["navigator"] == 3:
+                reply.delay = 120.0  # round 3's strategy never comes
+            return reply
+        rng = random.Random(zlib.crc32(last_user(request).encode()))
+        return Reply.text("Try " + ", ".join("".join(rng.choice("01234") for _ in range(6)) for _ in range(6)))
+
+    db = tmp_path / "runs" / "collm-nas.db"
+    with FakeOpenAIServer(default=Reply.dynamic(answer)) as server:
+        env = _env(tmp_path, table_path, COLLM_NAS_LLM_BASE_URL=server.base_url, COLLM_NAS_LLM_API_KEY=SECRET,
+                   COLLM_NAS_LLM_MODEL="fake-model", COLLM_NAS_LLM_DECODING="text",
+                   COLLM_NAS_LLM_RETRY_INITIAL_WAIT_S="0.01", COLLM_NAS_LLM_RETRY_MAX_WAIT_S="0.05",
+                   COLLM_NAS_LLM_TIMEOUT_S="120")
+        args = ["search", "--strategy", strategy, "--llm", "endpoint", "--budget", "20", "--batch-size", "4",
+                "--seed", "2", "--objective", PAIR[0], "--objective", PAIR[1], "--json"]
+        proc = subprocess.Popen([sys.executable, "-m", "collm_nas.cli", *args, "--run-id", "victim"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 120
+            while state["navigator"] < 3:
+                assert proc.poll() is None, proc.communicate()
+                assert time.time() < deadline, "the search made no progress"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            proc.kill()
+        assert _count(db, "victim") == 8  # rounds 1 and 2, four each
+        state["hang"] = False
+        resumed = _cli(["resume", "victim", "--json"], env)
+        assert resumed.returncode == 0, resumed.stderr
+        whole = _cli([*args, "--run-id", "whole"], env)
+        assert whole.returncode == 0, whole.stderr
+        forked = _cli(["fork", "victim", "--round", "2", "--run-id", "child", "--json"], env)
+        assert forked.returncode == 0, forked.stderr
+    got, want, child = (json.loads(done.stdout) for done in (resumed, whole, forked))
+    assert got["evaluations"] == want["evaluations"] == 20 and got["objectives"] == want["objectives"] == PAIR
+    assert [t["ncode"] for t in got["pareto"]] == [t["ncode"] for t in want["pareto"]]
+    assert got["hypervolume"] == pytest.approx(want["hypervolume"]) and got["hypervolume"] > 0
+    assert child["objectives"] == PAIR
+    assert [t["ncode"] for t in child["pareto"]] == [t["ncode"] for t in want["pareto"]]
+
+
+@pytest.mark.e2e
+def test_bad_objectives_on_the_command_line_are_one_line(tmp_path: Path, table_path: str) -> None:
+    env = _env(tmp_path, table_path)
+    for objectives, message in (
+        (["cifar10_valid:max", "latency:min"], "unknown objective 'latency': the table evaluator returns "
+                                                "cifar10_valid, cifar10_valid_test"),
+        (["params_mb:min", "params_mb:max"], "objective params_mb is given twice"),
+        (["cifar10_valid:up", "params_mb:min"], "the direction must be max or min, not 'up'"),
+    ):
+        done = _cli(["search", "--budget", "5", *(a for o in objectives for a in ("--objective", o))], env)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    listed = _cli(["runs", "--json"], env)
+    assert json.loads(listed.stdout) == []  # nothing was stored
 
 
 @pytest.mark.e2e

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import statistics
 
 import pytest
 
@@ -110,3 +111,25 @@ def test_improvements_2d_against_hypervolume_differences() -> None:
         got = improvements_2d(front, candidates, (0.0, 0.0))
         want = [hypervolume(front + [c], (0, 0)) - hypervolume(front, (0, 0)) for c in candidates]
         assert got == pytest.approx(want, abs=1e-12)
+
+
+def test_expected_improvements_2d_against_sampling() -> None:
+    """Exact expected hypervolume improvement (one coordinate known) against the mean of many draws, either
+    axis known; a zero deviation is the plain improvement of the mean."""
+    from collm_nas.core.pareto import expected_improvements_2d, improvements_2d
+
+    rng = random.Random(5)
+    for _ in range(12):
+        front = [(rng.uniform(-0.2, 1), rng.uniform(-0.2, 1)) for _ in range(rng.randint(0, 6))]
+        known = [rng.uniform(-0.2, 1.2) for _ in range(4)]
+        mean = [rng.uniform(-0.2, 1.2) for _ in range(4)]
+        sd = [rng.uniform(0.01, 0.4) for _ in range(4)]
+        for axis in (0, 1):
+            got = expected_improvements_2d(front, known, mean, sd, (0.0, 0.0), known_axis=axis)
+            for g, k, m, s in zip(got, known, mean, sd):
+                draws = [rng.gauss(m, s) for _ in range(4000)]
+                points = [(k, d) if axis == 0 else (d, k) for d in draws]
+                want = statistics.fmean(improvements_2d(front, points, (0.0, 0.0)))
+                assert g == pytest.approx(want, abs=4 * s / 60 + 1e-9), (front, k, m, s, axis)
+        plain = improvements_2d(front, list(zip(mean, known)), (0.0, 0.0))
+        assert expected_improvements_2d(front, known, mean, [0.0] * 4, (0.0, 0.0)) == pytest.approx(plain, abs=1e-12)

@@ -64,12 +64,14 @@ def _toy_space():
 
 # ------------------------------------------------------------------ features
 def test_featurize_nb201_shapes(nb201_space):
-    x = featurize(nb201_space, ["333132", "000000"])
+    x = featurize(nb201_space, ["333132", "000000"], hook=False)
     assert x.shape == (2, 30)
     assert x.sum(1).tolist() == [6.0, 6.0]
-    xp = featurize(nb201_space, ["333132"], pairwise=True)
+    xp = featurize(nb201_space, ["333132"], pairwise=True, hook=False)
     assert xp.shape == (1, 30 + 15 * 25)
     assert xp.sum().item() == 6 + 15
+    # with the space's own features: the live-edge shares of skip, 1x1, 3x3 and pool
+    assert featurize(nb201_space, ["333132"])[0, 30:].tolist() == pytest.approx([1 / 6, 1 / 6, 4 / 6, 0.0])
 
 
 def test_featurize_conditional_space_zeroes_inactive_decisions():
@@ -175,12 +177,28 @@ def test_prior_helps_with_tiny_data(nb201_space, legal, table):
         train, test = _split(legal, 10, seed=seed)
         values = [table.value(c, "cifar10_valid") for c in train]
         truth = [table.value(c, "cifar10_valid") for c in test]
-        cold = LearnedRanker(nb201_space, acquisition="mean").fit(train, values)
-        warm = LearnedRanker(nb201_space, acquisition="mean", prior=prior).fit(train, values)
+        cold = LearnedRanker(nb201_space, acquisition="mean", use_hook=False).fit(train, values)
+        warm = LearnedRanker(nb201_space, acquisition="mean", prior=prior, use_hook=False).fit(train, values)
         gains.append(spearman(warm.score(test), truth) - spearman(cold.score(test), truth))
         assert spearman(warm.score(test), truth) > 0.85  # measured ~0.97
     assert min(gains) > 0.2, gains
     assert "cifar100_test" in warm.describe()
+
+
+def test_space_features_help_with_little_data(nb201_space, legal, table):
+    """NAS-Bench-201's live-edge operation shares (kernel and linear mean) against the codes alone, 20 trials."""
+    gains = []
+    for seed in range(3):
+        train, test = _split(legal, 20, seed=seed)
+        values = [table.value(c, "cifar10_valid") for c in train]
+        truth = [table.value(c, "cifar10_valid") for c in test]
+        plain = LearnedRanker(nb201_space, acquisition="mean", use_hook=False).fit(train, values)
+        shaped = LearnedRanker(nb201_space, acquisition="mean").fit(train, values)
+        rho = spearman(shaped.score(test), truth)
+        gains.append(rho - spearman(plain.score(test), truth))
+        assert rho > 0.7, rho  # measured 0.78-0.84
+    assert min(gains) > 0.2, gains  # measured 0.34-0.45
+    assert "space features" in shaped.describe() and "space features" not in plain.describe()
 
 
 def test_prior_covers_unseen_codes_and_works_without_trials(nb201_space, legal, table):
@@ -225,3 +243,22 @@ def test_fit_trials_uses_ok_trials_only(nb201_space, legal):
     trials.append(Trial(seq=9, ncode=legal[9], arch="", round=0, status="failed", value=None))
     ranker = LearnedRanker(nb201_space).fit_trials(trials)
     assert ranker.trials == 6
+
+
+def test_closed_form_gradient_matches_autograd(nb201_space, legal, table):
+    """The fit's hand-written gradient of the marginal likelihood equals autograd's, with and without features."""
+    train = random.Random(1).sample(legal, 40)
+    values = [table.value(c, "cifar100_test") for c in train]
+    for hook in (True, False):
+        ranker = LearnedRanker(nb201_space, use_hook=hook, seed=0).fit(train, values)
+        parts = ranker._gram_parts(ranker._H, ranker._F)
+        gen = torch.Generator().manual_seed(0)
+        params = {k: (v + 0.2 * torch.randn(v.shape, generator=gen, dtype=v.dtype)).requires_grad_(True)
+                  for k, v in ranker._params.items()}
+        loss = ranker._nll(params, parts, ranker._y)
+        loss.backward()
+        value, grads = ranker._nll_and_grad({k: v.detach() for k, v in params.items()}, parts, ranker._y)
+        assert value == pytest.approx(loss.item(), rel=1e-10)
+        for name, p in params.items():
+            if p.numel():
+                assert torch.allclose(p.grad, grads[name], atol=1e-10), name
