@@ -49,6 +49,34 @@ class TestLMSearcherLearnedRanker(StrategyContract):
         return make_strategy("lmsearcher")
 
 
+class TestLMSearcherOnNB201(StrategyContract):
+    """The learned ranker with a space's own features (NAS-Bench-201's live-edge operation shares), on the table."""
+
+    space = "nb201"
+    evaluator = "table"
+    metric = "cifar10_valid"
+    budget = 14
+
+    def make_strategy(self) -> SearchStrategy:
+        return make_strategy("lmsearcher")
+
+    @pytest.fixture(autouse=True)
+    def _table(self, table_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("COLLM_NAS_NB201_TABLE", table_path)
+
+
+class TestLMSearcherOnAConditionalSpace(StrategyContract):
+    """The learned ranker on the MobileNetV3-like space (conditional decisions, too large to list: sampled pools)."""
+
+    space = "mbv3"
+    evaluator = "e2e_evaluator:score"
+    metric = "score"
+    budget = 14
+
+    def make_strategy(self) -> SearchStrategy:
+        return make_strategy("lmsearcher")
+
+
 class TestExampleOptionBandit(StrategyContract):
     """The one-file user strategy of examples/, reached as module:attribute."""
 
