@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from collm_nas.core import UserError
-from collm_nas.faces import add_spec_arguments, spec_overrides
+from collm_nas.faces import add_spec_arguments, run_task, spec_overrides
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -130,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="JSON-lines file to write")
     ex.add_argument("--pool-size", type=int, default=10, help="candidates per sample (default 10)")
     _common(ex)
+
+    db = sub.add_parser("dashboard", help="a local web dashboard: watch runs, compare them, answer approval pauses",
+                        description="Serve the web dashboard until Ctrl-C (prints its URL). Loopback only unless "
+                                    "--host says otherwise; then every request needs the printed token "
+                                    "(or $COLLM_NAS_DASHBOARD_TOKEN).")
+    db.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    db.add_argument("--port", type=int, default=8731, help="port (default 8731; 0: any free port)")
+    _table_flag(db)
+    _common(db)
 
     llm = sub.add_parser("llm", help="the embedded local model")
     llm_sub = llm.add_subparsers(dest="llm_command", required=True, metavar="ACTION")
@@ -430,7 +439,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             "status": info.display_status,
             "stop_reason": info.stop_reason,
             "space": cfg.get("space"),
-            "dataset": _task(cfg),
+            "dataset": run_task(cfg),
             "strategy": cfg.get("strategy"),
             "evaluations": info.n_trials,
             "budget": cfg.get("budget"),
@@ -534,18 +543,6 @@ def _llm_text(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _task(cfg: dict[str, Any]) -> str | None:
-    """What a run searched, in a few words: the table's dataset, evaluator:dataset, or the evaluator."""
-    from collm_nas.evaluators import EVALUATORS
-
-    label = EVALUATORS.info(cfg.get("evaluator") or "", "label", "space")
-    if label == "dataset":
-        return cfg.get("dataset")
-    if label == "space-dataset":
-        return f"{cfg.get('evaluator')}:{cfg.get('dataset')}"
-    return cfg.get("evaluator")
-
-
 def cmd_plot(args: argparse.Namespace) -> int:
     from collm_nas.evaluators import run_label
     from collm_nas.plotting import best_so_far, plot_curves
@@ -589,6 +586,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     count = export_trajectories(runs, args.out, pool_size=args.pool_size)
     print(f"wrote {count} samples from {len(runs)} run(s) to {args.out}")
     return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from collm_nas.dashboard.serve import serve
+
+    return serve(host=args.host, port=args.port, runs_dir=args.runs_dir, store=args.store, table=args.table)
 
 
 def cmd_llm(args: argparse.Namespace) -> int:
@@ -676,6 +679,7 @@ COMMANDS = {
     "encode": cmd_encode,
     "decode": cmd_decode,
     "llm": cmd_llm,
+    "dashboard": cmd_dashboard,
     "plot": cmd_plot,
     "export-trajectories": cmd_export,
     "check": cmd_check,
