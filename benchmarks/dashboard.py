@@ -6,8 +6,10 @@ It fills a fresh runs folder with real searches (LangGraph graph, SQLite store, 
 
 * over HTTP (urllib, one request at a time): each page's HTML plus every API request the page makes when
   it opens, and single API requests (the trials table's first page, sorted by a metric, filtered, the last
-  page; the status the pages poll). ``cold``: the first request after the server started (nothing read
-  yet); ``warm``: the median of ``--repeat`` more;
+  page; the status the pages poll). ``cold``: the first request right after the server printed its URL
+  (it reads the newest runs' trials in the background from then on), the median over ``--cold`` fresh
+  servers; ``warm``: the median of ``--repeat`` more. The run page once more on a server that reads nothing ahead (``COLLM_NAS_DASHBOARD_PRELOAD=0``):
+  its first request reads the 10,000 trials;
 * in a real browser (Debian's chromium through Playwright, unless ``--no-browser``): from navigation to
   the page's ``data-ready`` mark, set once every panel is drawn from the API (a fresh server again, so
   the first visit is cold for the dashboard; the browser has loaded one stylesheet before).
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import statistics
@@ -45,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=500, help="small runs in the store (default 500)")
     p.add_argument("--trials", type=int, default=10_000, help="evaluations of the big run (default 10000)")
     p.add_argument("--repeat", type=int, default=5, help="warm repetitions per measurement (median)")
+    p.add_argument("--cold", type=int, default=3, help="fresh servers per cold measurement (median)")
     p.add_argument("--no-browser", action="store_true", help="HTTP timings only")
     p.add_argument("--runs-dir", type=Path, default=None, help="reuse (or keep) this runs folder")
     p.add_argument("--table", default=None, help="nb201.csv.gz (default: settings)")
@@ -70,8 +74,10 @@ def fill(runs_dir: Path, table: str, small: int, trials: int) -> None:
 
 
 @contextmanager
-def server(runs_dir: Path, table: str) -> Iterator[str]:
+def server(runs_dir: Path, table: str, preload: bool = True) -> Iterator[str]:
     env = dict(os.environ, COLLM_NAS_NB201_TABLE=table)
+    if not preload:
+        env["COLLM_NAS_DASHBOARD_PRELOAD"] = "0"
     env.pop("COLLM_NAS_STORE", None)
     env.pop("COLLM_NAS_DASHBOARD_TOKEN", None)
     proc = subprocess.Popen([sys.executable, "-m", "collm_nas.cli", "dashboard", "--port", "0", "--runs-dir",
@@ -105,10 +111,12 @@ def timed(requests: list[str]) -> tuple[float, int]:
     return time.perf_counter() - started, size
 
 
-def http_rows(base: str, repeat: int) -> list[tuple[str, float, float, int]]:
+def http_rows(base: str, repeat: int, only: str = "") -> list[tuple[str, float, float, int]]:
     api = f"{base}/api/runs/{BIG}"
     cases: list[tuple[str, list[str]]] = [
-        ("runs page, 500 runs (HTML + /api/runs)", [f"{base}/", f"{base}/api/runs"]),
+        ("runs page, 500 runs (HTML + its first page of 100)",
+         [f"{base}/", f"{base}/api/runs?offset=0&limit=100&sort=updated_at&order=desc&q="]),
+        ("runs API: all 500 runs", [f"{base}/api/runs"]),
         ("10,000-trial run page (HTML + 5 API requests)", run_page_requests(base)),
         ("trials API: first page of 50", [f"{api}/trials?limit=50"]),
         ("trials API: sorted by cifar10_valid, best first", [f"{api}/trials?limit=50&sort=cifar10_valid&order=desc"]),
@@ -119,13 +127,15 @@ def http_rows(base: str, repeat: int) -> list[tuple[str, float, float, int]]:
     ]
     rows = []
     for name, requests in cases:
+        if only not in name:
+            continue
         cold, size = timed(requests)
-        warm = statistics.median(timed(requests)[0] for _ in range(repeat))
+        warm = statistics.median(timed(requests)[0] for _ in range(repeat)) if repeat else math.nan
         rows.append((name, cold, warm, size))
     return rows
 
 
-def browser_rows(base: str, repeat: int) -> list[tuple[str, float, float, int]]:
+def browser_rows(base: str, repeat: int, only: str = "") -> list[tuple[str, float, float, int]]:
     from playwright.sync_api import sync_playwright
 
     rows = []
@@ -146,9 +156,11 @@ def browser_rows(base: str, repeat: int) -> list[tuple[str, float, float, int]]:
 
         for name, url in [("runs page, 500 runs", f"{base}/"), ("10,000-trial run page", f"{base}/runs/{BIG}"),
                           ("compare page, 3 runs", f"{base}/compare?runs={BIG},small-0000,small-0001")]:
+            if only not in name:
+                continue
             once = opened(url)
             cold = once()
-            warm = statistics.median(once() for _ in range(repeat))
+            warm = statistics.median(once() for _ in range(repeat)) if repeat else math.nan
             rows.append((name, cold, warm, 0))
         browser.close()
     if errors:
@@ -156,26 +168,39 @@ def browser_rows(base: str, repeat: int) -> list[tuple[str, float, float, int]]:
     return rows
 
 
+def measure(rows_of: Callable[..., list], runs_dir: Path, args: argparse.Namespace) -> list[tuple]:
+    """Each row's cold time (median over ``--cold`` fresh servers), warm time and bytes; the run page also on
+    servers that read nothing ahead."""
+    colds: dict[str, list[float]] = {}
+    first: dict[str, tuple[float, int]] = {}
+    for k in range(args.cold):
+        for preload, only, suffix in ((True, "", ""), (False, "run page", "; nothing read ahead")):
+            with server(runs_dir, args.table, preload) as base:
+                for name, cold, warm, size in rows_of(base, args.repeat if k == 0 else 0, only):
+                    colds.setdefault(name + suffix, []).append(cold)
+                    first.setdefault(name + suffix, (warm, size))
+    return [(name, statistics.median(values), *first[name]) for name, values in colds.items()]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         runs_dir = args.runs_dir or Path(tmp) / "runs"
         fill(runs_dir, args.table, args.runs, args.trials)
-        with server(runs_dir, args.table) as base:
-            rows = http_rows(base, args.repeat)
-        print("| over HTTP | cold (s) | warm, median (s) | bytes |")
+        print(f"| over HTTP | cold, median of {args.cold} fresh servers (s) | warm, median of {args.repeat} (s) "
+              "| bytes |")
         print("|---|---:|---:|---:|")
-        for name, cold, warm, size in rows:
+        for name, cold, warm, size in measure(http_rows, runs_dir, args):
             print(f"| {name} | {cold:.3f} | {warm:.3f} | {size:,} |")
         if not args.no_browser:
-            with server(runs_dir, args.table) as base:
-                rows = browser_rows(base, args.repeat)
             print()
-            print("| in chromium, navigation to drawn | cold (s) | warm, median (s) |")
+            print(f"| in chromium, navigation to drawn | cold, median of {args.cold} (s) | "
+                  f"warm, median of {args.repeat} (s) |")
             print("|---|---:|---:|")
-            for name, cold, warm, _ in rows:
+            for name, cold, warm, _ in measure(browser_rows, runs_dir, args):
                 print(f"| {name} | {cold:.3f} | {warm:.3f} |")
-        print(json.dumps({"runs": args.runs, "trials": args.trials, "repeat": args.repeat}), file=sys.stderr)
+        print(json.dumps({"runs": args.runs, "trials": args.trials, "repeat": args.repeat, "cold": args.cold,
+                          "load": os.getloadavg()}), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -299,6 +299,7 @@ class _Answer:
     loop: SearchLoop | None  # None when a LangGraph server hosts the run
     host: dict[str, Any] | None
 
+
 class Workspace:
     """A runs directory (or a PostgreSQL store): start, resume, approve, fork, list and read searches."""
 

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # The dashboard's token: every request must carry it (when unset, only a dashboard listening beyond
     # loopback asks for one, made up and printed at start).
     dashboard_token: str | None = None
+    # Trials the dashboard reads ahead at start, newest runs first, so that their pages open warm (0: none).
+    dashboard_preload: int = 50_000
 
     def table_path(self, override: str | Path | None = None) -> str:
         """The table path to use: the override, the setting, or the first default that exists."""

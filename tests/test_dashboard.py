@@ -66,6 +66,11 @@ def test_runs_lists_every_run_with_what_the_page_shows(client) -> None:
     assert rows["rea-0"]["status"] == "finished" and rows["rea-0"]["evaluations"] == 24 == rows["rea-0"]["budget"]
     assert rows["rea-0"]["dataset"] == "cifar10" and rows["rea-0"]["space"] == "nb201" and rows["rea-0"]["llm"] is None
     assert rows["random-0"]["best_value"] > 80 and rows["rea-1"]["updated_at"] >= rows["rea-1"]["created_at"]
+    assert data["total"] == 3 and data["awaiting"] == []
+    page = client.get("/api/runs?limit=2&offset=1&sort=best_value&order=desc").json()
+    by_best = sorted(rows.values(), key=lambda r: -r["best_value"])
+    assert page["total"] == 3 and [r["run_id"] for r in page["runs"]] == [r["run_id"] for r in by_best[1:3]]
+    assert [r["run_id"] for r in client.get("/api/runs?q=RANDOM").json()["runs"]] == ["random-0"]
     page = client.get("/")
     assert page.status_code == 200 and 'data-page="runs"' in page.text
 
@@ -125,14 +130,13 @@ def test_non_dominated_2d_keeps_ties_and_matches_brute_force() -> None:
     import random
 
     rng = random.Random(3)
-    points = [{"x": float(rng.randint(0, 9)), "y": float(rng.randint(0, 9))} for _ in range(300)]
+    points = [[float(rng.randint(0, 9)), float(rng.randint(0, 9)), k] for k in range(300)]
     for xdir in ("max", "min"):
         for ydir in ("max", "min"):
             sx, sy = (1 if xdir == "max" else -1), (1 if ydir == "max" else -1)
-            got = sorted((p["x"], p["y"]) for p in non_dominated_2d(points, xdir, ydir))
-            brute = sorted((p["x"], p["y"]) for p in points if not any(
-                sx * q["x"] >= sx * p["x"] and sy * q["y"] >= sy * p["y"] and (q["x"], q["y"]) != (p["x"], p["y"])
-                for q in points))
+            got = sorted(p[2] for p in non_dominated_2d(points, xdir, ydir))
+            brute = sorted(p[2] for p in points if not any(
+                sx * q[0] >= sx * p[0] and sy * q[1] >= sy * p[1] and (q[0], q[1]) != (p[0], p[1]) for q in points))
             assert got == brute
 
 
@@ -180,6 +184,7 @@ def test_static_files_are_served_and_nothing_comes_from_elsewhere(client) -> Non
 
 def test_approval_edit_refused_with_the_checkers_reason_then_taken_once(paused) -> None:
     c, ws = paused, paused.ws
+    assert c.get("/api/runs?limit=1").json()["awaiting"] == ["p"]
     pause = c.get("/api/runs/p/approval").json()["pending"]
     batch = [x["ncode"] for x in pause["candidates"]]
     assert pause["round"] == 1 and len(batch) == 2
@@ -190,7 +195,8 @@ def test_approval_edit_refused_with_the_checkers_reason_then_taken_once(paused) 
     assert refused.status_code == 400 and "cannot add '000000'" in refused.json()["error"]
     assert c.get("/api/runs/p/approval").json()["pending"]["round"] == 1  # the pause stays open
     taken = c.post("/api/runs/p/approval", json={"action": "edit", "drop": [batch[0]], "add": ["333132"], "round": 1})
-    assert taken.status_code == 202 and taken.json()["reply"] == {"action": "edit", "drop": [batch[0]], "add": ["333132"]}
+    assert taken.status_code == 202
+    assert taken.json()["reply"] == {"action": "edit", "drop": [batch[0]], "add": ["333132"]}
     again = c.post("/api/runs/p/approval", json={"action": "approve", "round": 1})
     assert again.status_code == 409  # the same pause, answered a second time: refused, never applied
     c.board.answers["p"].wait(60)
@@ -296,6 +302,12 @@ def test_cli_a_store_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path: Path
     assert main(["dashboard", "--runs-dir", str(blocker / "runs"), "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "collm-nas: error:" in err
+    pytest.importorskip("psycopg")
+    from fake_openai import closed_port
+
+    assert main(["dashboard", "--store", f"postgresql://u:pw-s3cret@127.0.0.1:{closed_port()}/db", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot open the PostgreSQL store" in err and "pw-s3cret" not in err
 
 
 def test_cli_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
@@ -340,3 +352,15 @@ def test_cli_beyond_loopback_prints_a_token_that_every_request_needs(tmp_path: P
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=60) == 0
         assert "every request needs the token" in proc.stderr.read()
+
+
+def test_every_file_of_the_dashboard_ships_as_package_data() -> None:
+    import fnmatch
+    import tomllib
+
+    patterns = tomllib.loads((DASHBOARD.parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["collm_nas.dashboard"]
+    shipped = [p for p in (DASHBOARD / "static").iterdir()] + [p for p in (DASHBOARD / "templates").iterdir()]
+    for path in shipped:
+        rel = path.relative_to(DASHBOARD).as_posix()
+        assert any(fnmatch.fnmatch(rel, pattern) for pattern in patterns), rel

@@ -139,8 +139,8 @@ class Navigator:
             return Reply.text(json.dumps(STRATEGY), delay=self.delay)
         self.k += 1
         k = self.k
-        return Reply.text(json.dumps({"codes": [f"{(k + i) % 4 + 1}{(k * 3 + i) % 5}31{i % 4 + 1}2" for i in range(3)]}),
-                          delay=self.delay)
+        codes = [f"{(k + i) % 4 + 1}{(k * 3 + i) % 5}31{i % 4 + 1}2" for i in range(3)]
+        return Reply.text(json.dumps({"codes": codes}), delay=self.delay)
 
 
 def _env(store_args: list[str], table_path: str, server: FakeOpenAIServer) -> dict[str, str]:
@@ -265,7 +265,8 @@ def _approval_flow(browser: Any, tmp: Path, store_args: list[str], table_path: s
                         const now = document.getElementById('run-evaluations');
                         if (now && window.__counts[window.__counts.length - 1] !== now.textContent)
                             window.__counts.push(now.textContent);
-                    }).observe(document.getElementById('run-facts'), {childList: true, subtree: true, characterData: true});
+                    }).observe(document.getElementById('run-facts'),
+                               {childList: true, subtree: true, characterData: true});
                 }""")
                 page.wait_for_function("document.getElementById('run-evaluations').textContent === '16 / 16'",
                                        timeout=120_000)

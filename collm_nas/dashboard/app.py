@@ -9,7 +9,8 @@ Pages (HTML shells; the browser fills them from the API, polling it for live upd
 
 JSON API (also for scripts)::
 
-    GET  /api/runs                          every run (status, task, strategy, LLM, evaluations, best, times)
+    GET  /api/runs                          runs (status, task, strategy, LLM, evaluations, best, times):
+                                            ?offset&limit&sort&order&q (all without limit)
     GET  /api/runs/{id}                     one run: status, best, figures, LLM summary, front, configuration
     GET  /api/runs/{id}/status              the few fields that change while it runs (the pages poll this)
     GET  /api/runs/{id}/trials              a page of trials: ?offset&limit&sort&order&q&status
@@ -54,6 +55,9 @@ from collm_nas.dashboard.board import Board, NotFound
 
 HERE = Path(__file__).resolve().parent
 TOKEN_COOKIE = "collm_nas_dashboard_token"
+# (browsers ask for /favicon.ico wherever a page names none, e.g. on a file of the static folder)
+FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
+           'fill="#111827"/><path d="M3 12 L7 7 L10 9 L13 4" stroke="#22c55e" stroke-width="2" fill="none"/></svg>')
 _templates: dict[str, Template] = {}
 
 
@@ -102,9 +106,10 @@ def _int(request: Request, name: str, default: int) -> int:
         raise UserError(f"query parameter '{name}' must be a whole number, got {value!r}") from None
 
 
-def create_app(board: Board, *, token: str | None = None, close_wait_s: float = 60.0,
+def create_app(board: Board, *, token: str | None = None, close_wait_s: float = 60.0, preload: int = 0,
                say: Callable[[str], None] | None = None) -> Starlette:
-    """The dashboard app over ``board``; with ``token`` every request must carry it."""
+    """The dashboard app over ``board``; with ``token`` every request must carry it. At start it reads up to
+    ``preload`` trials of the newest runs in the background; at the end it stops the runs it answered."""
 
     async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Response:
         """A board call off the event loop, its errors as JSON: 404 unknown run, 409 refused, 400 bad input."""
@@ -139,9 +144,19 @@ def create_app(board: Board, *, token: str | None = None, close_wait_s: float = 
     async def compare_page(request: Request) -> Response:
         return _page(request, "compare.html", "compare runs · collm-nas")
 
+    async def favicon(request: Request) -> Response:
+        return Response(FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
     # ------------------------------------------------------------------ API
     async def api_runs(request: Request) -> Response:
-        return await call(lambda: {"location": board.location, "runs": board.runs()})
+        q = request.query_params
+
+        def page() -> dict[str, Any]:
+            limit = _int(request, "limit", 0)
+            return board.run_list(offset=_int(request, "offset", 0), limit=limit or None,
+                                  sort=q.get("sort") or "created_at", order=q.get("order") or "asc", q=q.get("q") or "")
+
+        return await call(page)
 
     async def api_run(request: Request) -> Response:
         return await call(board.summary, request.path_params["run_id"])
@@ -208,7 +223,7 @@ def create_app(board: Board, *, token: str | None = None, close_wait_s: float = 
 
     @asynccontextmanager
     async def lifespan(_: Starlette):
-        board.start_preload()
+        board.start_preload(preload)
         try:
             yield
         finally:  # runs answered here stop once their step in flight is done, resumable
@@ -218,6 +233,7 @@ def create_app(board: Board, *, token: str | None = None, close_wait_s: float = 
         Route("/", runs_page),
         Route("/runs/{run_id}/approval", approval_page),
         Route("/compare", compare_page),
+        Route("/favicon.ico", favicon),
         Route("/api/runs", api_runs),
         Route("/api/compare", api_compare),
         Route("/api/runs/{run_id}/approval/check", api_check, methods=["POST"]),

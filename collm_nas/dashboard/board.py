@@ -33,7 +33,6 @@ MAX_CURVE_POINTS = 600
 MAX_PAGE = 500  # rows of one trials page
 MAX_ROUNDS_PAGE = 100
 MAX_CACHED_TRIALS = 250_000  # trials kept in memory over all runs (the least recently viewed runs go first)
-PRELOAD_TRIALS = 50_000  # read at start, newest runs first, so that the first page opens warm
 MAX_MEMOS = 64  # curves and scatters kept, by run, trial count and arguments
 PRELOAD_FIGURES = 8  # runs whose curve and scatter are drawn up at start (the newest)
 # Metrics that are better small, when nothing else says so (the scatter's default directions).
@@ -54,7 +53,13 @@ class _Trials:
 
 
 def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """A finite number as a float, else None (called for every cell of large tables: the common types first)."""
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is int:
+        return float(value)
+    if kind is bool or not isinstance(value, (int, float)):
         return None
     value = float(value)
     return value if math.isfinite(value) else None
@@ -132,13 +137,16 @@ class Board:
                 self._memos.popitem(last=False)
         return value
 
-    def start_preload(self) -> threading.Thread:
-        """:meth:`preload` in a background thread (the server answers meanwhile)."""
-        thread = threading.Thread(target=self.preload, name="collm-nas-dashboard-preload", daemon=True)
+    def start_preload(self, budget: int) -> threading.Thread | None:
+        """:meth:`preload` in a background thread (the server answers meanwhile); None when ``budget`` is 0."""
+        if budget <= 0:
+            return None
+        thread = threading.Thread(target=self.preload, args=(budget,), name="collm-nas-dashboard-preload",
+                                  daemon=True)
         thread.start()
         return thread
 
-    def preload(self, budget: int = PRELOAD_TRIALS) -> int:
+    def preload(self, budget: int) -> int:
         """Read the newest runs' trials (up to ``budget`` in all) before anyone asks; returns how many."""
         total = 0
         try:
@@ -170,6 +178,26 @@ class Board:
         return f"{cfg.get('llm')}: {model}" if model else cfg.get("llm")
 
     # ---------------------------------------------------------------- runs
+    def run_list(self, *, offset: int = 0, limit: int | None = None, sort: str = "created_at", order: str = "asc",
+                 q: str = "") -> dict[str, Any]:
+        """A page of the runs (all of them without ``limit``), sorted by any column, filtered by text in the
+        run id, status, space, dataset, strategy or LLM; and every run waiting for approval, whatever the page."""
+        rows = self.runs()
+        awaiting = [r["run_id"] for r in rows if r["awaiting"]]
+        needle = q.strip().lower()
+        if needle:
+            rows = [r for r in rows if any(needle in str(r.get(k) or "").lower()
+                                           for k in ("run_id", "status", "space", "dataset", "strategy", "llm"))]
+        present = [r for r in rows if r.get(sort) is not None]
+        missing = [r for r in rows if r.get(sort) is None]
+        present.sort(key=lambda r: (0, r[sort], "") if _num(r[sort]) is not None else (1, 0.0, str(r[sort])),
+                     reverse=order == "desc")
+        rows = present + missing
+        offset = max(0, int(offset))
+        page = rows[offset:] if limit is None else rows[offset: offset + max(1, int(limit))]
+        return {"location": self.location, "total": len(rows), "offset": offset, "limit": limit, "sort": sort,
+                "order": order, "awaiting": awaiting, "runs": page}
+
     def runs(self) -> list[dict[str, Any]]:
         """Every run, oldest first, as the runs page lists it."""
         rows = []
@@ -309,9 +337,7 @@ class Board:
 
     def _scatter(self, run: Run, every: list[Trial], x: str | None, y: str | None, xdir: str | None,
                  ydir: str | None) -> dict[str, Any]:
-        run_id = run.run_id
-        trials = [t for t in every if t.ok]
-        numeric = list(dict.fromkeys(k for t in trials for k, v in t.metrics.items() if _num(v) is not None))
+        numeric = numeric_metrics(every)
         objectives = run.objectives
         if objectives is not None:
             wanted_y, wanted_x = objectives.metrics[0], objectives.metrics[1]
@@ -323,19 +349,20 @@ class Board:
         y = y if y in numeric else wanted_y
         xdir = xdir if xdir in ("max", "min") else self._direction(run, x)
         ydir = ydir if ydir in ("max", "min") else self._direction(run, y)
-        number = {t.ncode: i + 1 for i, t in enumerate(every)}
-        arch = {t.ncode: t.arch for t in trials}
-        points = []
-        for t in trials:
-            px, py = _num(t.metrics.get(x)), _num(t.metrics.get(y))
-            if px is not None and py is not None:
-                points.append({"x": px, "y": py, "eval": number[t.ncode], "ncode": t.ncode})
+        points = []  # [x, y, evaluation, ncode]
+        for number, t in enumerate(every, 1):
+            if t.ok:
+                px, py = _num(t.metrics.get(x)), _num(t.metrics.get(y))
+                if px is not None and py is not None:
+                    points.append([px, py, number, t.ncode])
         front = non_dominated_2d(points, xdir, ydir)
         on_front = {id(p) for p in front}
-        rest = [[p["x"], p["y"], p["eval"], p["ncode"]] for p in points if id(p) not in on_front]
-        return {"run_id": run_id, "metrics": numeric, "x": x, "y": y, "xdir": xdir, "ydir": ydir,
-                "count": len(points), "front": [{**p, "arch": arch[p["ncode"]]} for p in sorted(front, key=lambda p: p["x"])],
-                "points": _thin(rest, MAX_CLOUD_POINTS)}  # [x, y, evaluation, ncode]; the front with architectures
+        arch = {t.ncode: t.arch for t in every}
+        return {"run_id": run.run_id, "metrics": numeric, "x": x, "y": y, "xdir": xdir, "ydir": ydir,
+                "count": len(points),
+                "front": [{"x": p[0], "y": p[1], "eval": p[2], "ncode": p[3], "arch": arch[p[3]]}
+                          for p in sorted(front, key=lambda p: p[0])],
+                "points": _thin([p for p in points if id(p) not in on_front], MAX_CLOUD_POINTS)}
 
     @staticmethod
     def _direction(run: Run, metric: str) -> str:
@@ -440,7 +467,7 @@ class Board:
             if say is not None:
                 say(f"stopping run {answer.run_id} once the batch in flight is evaluated (it stays resumable: "
                     f"collm-nas resume {answer.run_id})")
-            answer._stop.set()
+            answer.stop(timeout=0)  # ask all first, then wait for them together
         deadline = time.time() + wait_s
         for answer in running:
             answer.stop(max(0.0, deadline - time.time()))
@@ -529,18 +556,31 @@ def sort_rows(numbered: list[tuple[int, Trial]], column: str, order: str) -> lis
     return [item for _, item in numeric] + [item for _, item in other] + missing
 
 
-def non_dominated_2d(points: list[dict[str, Any]], xdir: str, ydir: str) -> list[dict[str, Any]]:
-    """The points no other point beats on both axes (``xdir`` / ``ydir``: max or min), in O(n log n)."""
+def non_dominated_2d(points: list[Any], xdir: str, ydir: str) -> list[Any]:
+    """The points (``[x, y, ...]``) no other point beats on both axes (``xdir`` / ``ydir``: max or min), in
+    O(n log n); a point equal to one on the front is on it too."""
     sx = 1.0 if xdir == "max" else -1.0
     sy = 1.0 if ydir == "max" else -1.0
-    ordered = sorted(points, key=lambda p: (-sx * p["x"], -sy * p["y"]))
-    front: list[dict[str, Any]] = []
+    ordered = sorted(points, key=lambda p: (-sx * p[0], -sy * p[1]))
+    front: list[Any] = []
     best_y = -math.inf
     last: tuple[float, float] | None = None
     for p in ordered:
-        y = sy * p["y"]
-        if y > best_y or (last is not None and (sx * p["x"], y) == last):
-            front.append(p)  # (a point equal to one on the front is on it too)
+        y = sy * p[1]
+        if y > best_y or (last is not None and (sx * p[0], y) == last):
+            front.append(p)
             best_y = max(best_y, y)
-            last = (sx * p["x"], y)
+            last = (sx * p[0], y)
     return front
+
+
+def numeric_metrics(trials: Sequence[Trial]) -> list[str]:
+    """The metrics the trials hold as numbers, in the order they first appear."""
+    names: dict[str, bool] = {}
+    for t in trials:
+        for k, v in t.metrics.items():
+            if not names.get(k) and _num(v) is not None:
+                names[k] = True
+            else:
+                names.setdefault(k, False)
+    return [k for k, numeric in names.items() if numeric]

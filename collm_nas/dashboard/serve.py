@@ -85,7 +85,7 @@ def serve(*, host: str = "127.0.0.1", port: int = DEFAULT_PORT, runs_dir: str | 
     def say(text: str) -> None:
         print(f"collm-nas dashboard: {text}", file=sys.stderr, flush=True)
 
-    app = create_app(Board(lambda: ws), token=token, say=say)
+    app = create_app(Board(lambda: ws), token=token, say=say, preload=load_settings().dashboard_preload)
     print(f"collm-nas dashboard: {url}", flush=True)
     say(f"runs in {ws.location}; Ctrl-C stops" + ("" if is_loopback(host) else
         "; every request needs the token in this URL (or COLLM_NAS_DASHBOARD_TOKEN)"))

@@ -115,8 +115,13 @@ const Charts = (() => {
       const color = s.color || PALETTE[i % PALETTE.length];
       if (s.dots && s.dots.length) dots(f.svg, s.dots.map(d => [f.sx(d[0]), f.sy(d[1])]), color, 0.25, 4, "values");
       if (s.band && s.band.length > 1) {
-        const top = s.band.map(b => `${f.sx(b[0])},${f.sy(b[2])}`);
-        const bottom = s.band.slice().reverse().map(b => `${f.sx(b[0])},${f.sy(b[1])}`);
+        let band = s.band;
+        if (s.step) {  // a step band: each value holds until the next point
+          band = [];
+          s.band.forEach((b, k) => { if (k) band.push([b[0], s.band[k - 1][1], s.band[k - 1][2]]); band.push(b); });
+        }
+        const top = band.map(b => `${f.sx(b[0])},${f.sy(b[2])}`);
+        const bottom = band.slice().reverse().map(b => `${f.sx(b[0])},${f.sy(b[1])}`);
         el("polygon", { points: top.concat(bottom).join(" "), fill: color, "fill-opacity": 0.15, stroke: "none" }, f.svg);
       }
       const pts = s.points || [];

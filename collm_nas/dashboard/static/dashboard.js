@@ -97,29 +97,12 @@ function sortHeaders(table, state, onChange) {
 
 // ---------------------------------------------------------------- runs page
 function runsPage() {
-  const state = { rows: [], key: "updated_at", dir: "desc", filter: "", offset: 0, limit: 100, picked: new Set() };
+  const state = { key: "updated_at", dir: "desc", filter: "", offset: 0, limit: 100, picked: new Set(), rows: [] };
   const table = $("runs-table");
 
-  function shown() {
-    const f = state.filter.toLowerCase();
-    let rows = state.rows.filter(r => !f || [r.run_id, r.status, r.space, r.dataset, r.strategy, r.llm]
-      .some(v => String(v || "").toLowerCase().includes(f)));
-    const dir = state.dir === "asc" ? 1 : -1;
-    rows = rows.slice().sort((a, b) => {
-      const x = a[state.key], y = b[state.key];
-      if (x === y) return 0;
-      if (x === null || x === undefined) return 1;
-      if (y === null || y === undefined) return -1;
-      return (typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y))) * dir;
-    });
-    return rows;
-  }
-
-  function render() {
-    const rows = shown();
-    if (state.offset >= rows.length) state.offset = 0;
-    const page = rows.slice(state.offset, state.offset + state.limit);
-    table.tBodies[0].innerHTML = page.map(r => `
+  function render(data) {
+    state.rows = data.runs;
+    table.tBodies[0].innerHTML = data.runs.map(r => `
       <tr class="${r.awaiting ? "awaiting" : ""}" data-run="${esc(r.run_id)}">
         <td class="pick"><input type="checkbox" data-pick="${esc(r.run_id)}" ${state.picked.has(r.run_id) ? "checked" : ""} aria-label="select ${esc(r.run_id)}"></td>
         <td><a href="${runUrl(r.run_id)}">${esc(r.run_id)}</a></td>
@@ -132,39 +115,37 @@ function runsPage() {
     table.querySelectorAll("input[data-pick]").forEach(box => {
       box.onchange = () => { box.checked ? state.picked.add(box.dataset.pick) : state.picked.delete(box.dataset.pick); pickedChanged(); };
     });
-    sortHeaders(table, state, () => { state.offset = 0; render(); });
-    pager($("runs-pager"), state.offset, state.limit, rows.length, o => { state.offset = o; render(); });
-    $("runs-empty").hidden = state.rows.length > 0;
-    const waiting = state.rows.filter(r => r.awaiting);
+    sortHeaders(table, state, () => { state.offset = 0; load().catch(showError); });
+    pager($("runs-pager"), state.offset, state.limit, data.total, o => { state.offset = o; load().catch(showError); });
+    $("runs-empty").hidden = data.total > 0 || !!state.filter;
+    $("runs-location").textContent = data.location;
     const banner = $("runs-awaiting");
-    banner.hidden = !waiting.length;
+    banner.hidden = !data.awaiting.length;
     banner.className = "banner awaiting";
-    banner.innerHTML = waiting.length ? `${waiting.length} run${waiting.length > 1 ? "s wait" : " waits"} for approval: ` +
-      waiting.map(r => `<a href="${runUrl(r.run_id)}/approval">${esc(r.run_id)}</a>`).join(", ") : "";
+    banner.innerHTML = data.awaiting.length ? `${data.awaiting.length} run${data.awaiting.length > 1 ? "s wait" : " waits"} for approval: ` +
+      data.awaiting.map(id => `<a href="${runUrl(id)}/approval">${esc(id)}</a>`).join(", ") : "";
   }
   function pickedChanged() {
     const button = $("compare-selected");
     button.disabled = state.picked.size === 0;
     button.textContent = state.picked.size ? `Compare selected (${state.picked.size})` : "Compare selected";
   }
+  function showError(e) { $("runs-empty").hidden = false; $("runs-empty").textContent = e.message; }
   $("compare-selected").onclick = () => {
     location.href = `${ROOT}/compare?runs=${[...state.picked].map(encodeURIComponent).join(",")}`;
   };
   $("pick-all").onchange = ev => {
-    for (const r of shown().slice(state.offset, state.offset + state.limit)) {
-      ev.target.checked ? state.picked.add(r.run_id) : state.picked.delete(r.run_id);
-    }
-    pickedChanged(); render();
+    for (const r of state.rows) ev.target.checked ? state.picked.add(r.run_id) : state.picked.delete(r.run_id);
+    pickedChanged();
+    table.querySelectorAll("input[data-pick]").forEach(box => { box.checked = state.picked.has(box.dataset.pick); });
   };
-  $("runs-filter").addEventListener("input", debounce(ev => { state.filter = ev.target.value; state.offset = 0; render(); }, 150));
+  $("runs-filter").addEventListener("input", debounce(ev => { state.filter = ev.target.value; state.offset = 0; load().catch(showError); }, 200));
 
-  async function load() {
-    const data = await api("/api/runs");
-    state.rows = data.runs;
-    $("runs-location").textContent = data.location;
-    render();
+  async function load() {  // one page, sorted and filtered by the server
+    const q = new URLSearchParams({ offset: state.offset, limit: state.limit, sort: state.key, order: state.dir, q: state.filter });
+    render(await api(`/api/runs?${q}`));
   }
-  load().then(ready, e => { $("runs-empty").hidden = false; $("runs-empty").textContent = e.message; ready(); });
+  load().then(ready, e => { showError(e); ready(); });
   poll(load, 2000);
 }
 
@@ -332,8 +313,16 @@ function runPage() {
     $("rounds").innerHTML = r.rounds.map(x => {
       const llm = x.llm ? ` · LLM ${x.llm.calls} calls, ${x.llm.prompt_tokens}+${x.llm.completion_tokens} tokens, ${fmt(x.llm.latency_s)} s` +
         (x.llm.failed_calls ? `, ${x.llm.failed_calls} failed` : "") : "";
-      const verdicts = x.verdicts ? `<div class="verdicts">${x.verdicts.map(verdictChip).join("")}</div>` :
-        `<div class="muted">proposed ${fmt(x.proposed)}, accepted ${fmt(x.accepted)}, illegal ${fmt(x.illegal)}, duplicates ${fmt(x.duplicates)}, topped up ${fmt(x.topped_up)}</div>`;
+      const counts = `proposed ${fmt(x.proposed)}: accepted ${fmt(x.accepted)}, illegal ${fmt(x.illegal)}, ` +
+        `duplicates ${fmt(x.duplicates)}, ranked out ${fmt(x.ranked_out || 0)}; topped up ${fmt(x.topped_up)}` +
+        (x.corrections ? `; ${x.corrections} corrective follow-up${x.corrections > 1 ? "s" : ""}` : "");
+      let verdicts = `<div class="muted">${counts}</div>`;
+      if (x.verdicts && x.verdicts.length) {
+        const more = (x.proposed || 0) + (x.topped_up || 0) - x.verdicts.length;
+        verdicts = `<details${x.verdicts.length <= 24 ? " open" : ""}><summary class="muted">${counts}</summary>` +
+          `<div class="verdicts">${x.verdicts.map(verdictChip).join("")}</div>` +
+          (more > 0 ? `<div class="muted">(${more} more not kept)</div>` : "") + "</details>";
+      }
       const head = x.rejected ? `rejected: nothing evaluated` :
         `evaluated ${fmt(x.evaluated)}${x.failed ? ` (${x.failed} failed)` : ""} · best so far ${fmt(x.best_value)} · ${fmt(x.seconds)} s`;
       return `<div class="round" data-round="${x.round}"><h3>Round ${x.round} <span class="muted">${head}${llm}</span></h3>` +
@@ -517,7 +506,7 @@ function comparePage() {
   }
   $("compare-which").addEventListener("change", () => load());
   (async () => {
-    allRuns = (await api("/api/runs")).runs;
+    allRuns = (await api("/api/runs?sort=updated_at&order=desc")).runs;
     renderPicker();
     await load();
   })().then(ready, e => { $("compare-charts").textContent = e.message; ready(); });
