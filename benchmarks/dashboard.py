@@ -2,7 +2,7 @@
 
 It fills a fresh runs folder with real searches (LangGraph graph, SQLite store, NB201 table evaluator):
 ``--runs`` small ones (random, rea and local, 10 evaluations each) and one of ``--trials`` evaluations
-(random, batches of 200), starts a real ``collm-nas dashboard`` process on it and measures:
+(random, batches of 200, or ``--big-batch``), starts a real ``collm-nas dashboard`` process on it and measures:
 
 * over HTTP (urllib, one request at a time): each page's HTML plus every API request the page makes when
   it opens, and single API requests (the trials table's first page, sorted by a metric, filtered, the last
@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=500, help="small runs in the store (default 500)")
     p.add_argument("--trials", type=int, default=10_000, help="evaluations of the big run (default 10000)")
+    p.add_argument("--big-batch", type=int, default=200,
+                   help="batch size of the big run (default 200; 1 gives one round per trial, 10,000 rounds)")
     p.add_argument("--repeat", type=int, default=5, help="warm repetitions per measurement (median)")
     p.add_argument("--cold", type=int, default=3, help="fresh servers per cold measurement (median)")
     p.add_argument("--no-browser", action="store_true", help="HTTP timings only")
@@ -57,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def fill(runs_dir: Path, table: str, small: int, trials: int) -> None:
+def fill(runs_dir: Path, table: str, small: int, trials: int, big_batch: int = 200) -> None:
     """``small`` 10-evaluation searches and one of ``trials`` evaluations (skipped when already there)."""
     ws = Workspace(runs_dir, table_path=table)
     have = {r.run_id for r in ws.runs()}
@@ -68,7 +70,7 @@ def fill(runs_dir: Path, table: str, small: int, trials: int) -> None:
         if run_id not in have:
             ws.search(strategy=strategies[i % 3], budget=10, batch_size=10, seed=i, run_id=run_id)
     if BIG not in have:
-        ws.search(strategy="random", budget=trials, batch_size=200, seed=0, run_id=BIG)
+        ws.search(strategy="random", budget=trials, batch_size=big_batch, seed=0, run_id=BIG)
     print(f"store: {len(ws.runs())} runs, {ws.store.count_trials(BIG)} trials in '{BIG}' "
           f"(filled in {time.perf_counter() - started:.0f} s)", file=sys.stderr)
 
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         runs_dir = args.runs_dir or Path(tmp) / "runs"
-        fill(runs_dir, args.table, args.runs, args.trials)
+        fill(runs_dir, args.table, args.runs, args.trials, args.big_batch)
         print(f"| over HTTP | cold, median of {args.cold} fresh servers (s) | warm, median of {args.repeat} (s) "
               "| bytes |")
         print("|---|---:|---:|---:|")

@@ -191,12 +191,14 @@ class Run:
     def best(self) -> Trial | None:
         return self.objective.best(self.store.trials(self.run_id))
 
-    def rounds(self) -> list[dict[str, Any]]:
-        return self.store.rounds(self.run_id)
+    def rounds(self, after_round: int = 0) -> list[dict[str, Any]]:
+        """The round figures in round order (only those numbered above ``after_round``)."""
+        return self.store.rounds(self.run_id, after_round)
 
-    def llm_summary(self) -> dict[str, Any] | None:
-        """The run's LLM figures over all rounds (None for LLM-free runs)."""
-        return summarise_llm_rounds(self.rounds())
+    def llm_summary(self, rounds: Sequence[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+        """The run's LLM figures over all rounds (None for LLM-free runs); ``rounds``: all its round figures
+        when the caller holds them already (else they are read)."""
+        return summarise_llm_rounds(self.rounds() if rounds is None else rounds)
 
     def result(self, seconds: float = 0.0, *, trials: Sequence[Trial] | None = None) -> SearchResult:
         """How the run stands; ``trials``: all its trials when the caller holds them already (else read)."""

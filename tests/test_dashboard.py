@@ -152,6 +152,22 @@ def test_rounds_show_the_navigator_and_what_the_coordinator_did(client, runs: Wo
         assert taken == by_round[r["round"]]
 
 
+def test_round_figures_are_read_once_and_a_rewritten_round_is_read_again(tmp_path: Path, table_path: str) -> None:
+    ws = Workspace(tmp_path / "runs", table_path=table_path)
+    ws.search(strategy="random", budget=6, batch_size=2, seed=0, run_id="r")
+    board = Board(lambda: ws)
+    run = board.run("r")
+    first = board.round_figures(run)
+    assert [r["round"] for r in first] == [1, 2, 3] and first == ws.run("r").rounds()
+    # A resumed run writes its interrupted (newest) round anew, and new rounds come after it.
+    ws.store.add_round("r", 3, {**first[-1], "strategy": "written again"})
+    ws.store.add_round("r", 4, {"strategy": "a later round"})
+    again = board.round_figures(run)
+    assert again == ws.run("r").rounds() and [r["round"] for r in again] == [1, 2, 3, 4]
+    assert again[2]["strategy"] == "written again" and again[:2] == first[:2]
+    assert ws.run("r").rounds(after_round=2) == again[2:]
+
+
 def test_compare_draws_a_mean_and_band_per_strategy(client, runs: Workspace) -> None:
     data = client.get("/api/compare?runs=rea-0,rea-1,random-0").json()
     series = {s["label"]: s for s in data["series"]}

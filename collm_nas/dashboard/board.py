@@ -33,6 +33,7 @@ MAX_CURVE_POINTS = 600
 MAX_PAGE = 500  # rows of one trials page
 MAX_ROUNDS_PAGE = 100
 MAX_CACHED_TRIALS = 250_000  # trials kept in memory over all runs (the least recently viewed runs go first)
+MAX_CACHED_ROUND_RUNS = 64  # runs whose round figures are kept in memory (the least recently viewed go first)
 MAX_MEMOS = 64  # curves and scatters kept, by run, trial count and arguments
 PRELOAD_FIGURES = 8  # runs whose curve and scatter are drawn up at start (the newest)
 # Metrics that are better small, when nothing else says so (the scatter's default directions).
@@ -41,6 +42,14 @@ _SMALLER_IS_BETTER = re.compile(r"(param|flop|latency|_ms$|_s$|time|size|mem|los
 
 class NotFound(UserError):
     """An unknown run (the pages answer 404)."""
+
+
+@dataclass
+class _Rounds:
+    """One run's round figures as read so far, in round order."""
+
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass
@@ -82,6 +91,7 @@ class Board:
         self._ws: Workspace | None = None
         self._lock = threading.Lock()
         self._trials: OrderedDict[str, _Trials] = OrderedDict()
+        self._rounds: OrderedDict[str, _Rounds] = OrderedDict()
         self._memos: OrderedDict[tuple, Any] = OrderedDict()
         self._uses_llm: dict[str, bool | None] = {}
         self.answers: dict[str, BackgroundSearch] = {}  # the last answer this dashboard gave, by run
@@ -124,6 +134,26 @@ class Board:
                     total -= len(old.trials)
         return out
 
+    def round_figures(self, run: Run) -> list[dict[str, Any]]:
+        """All the run's round figures, reading only the newest one again (a resumed run may write its
+        interrupted round anew) and those recorded since the last call."""
+        with self._lock:
+            held = self._rounds.get(run.run_id)
+            if held is None:
+                held = self._rounds[run.run_id] = _Rounds()
+            self._rounds.move_to_end(run.run_id)
+            while len(self._rounds) > MAX_CACHED_ROUND_RUNS:
+                self._rounds.popitem(last=False)
+        with held.lock:
+            last = held.rounds[-1]["round"] if held.rounds else None
+            fresh = run.rounds(after_round=last - 1) if last is not None else run.rounds()
+            if fresh:
+                first = fresh[0]["round"]
+                while held.rounds and held.rounds[-1]["round"] >= first:
+                    held.rounds.pop()
+                held.rounds.extend(fresh)
+            return list(held.rounds)
+
     def _memo(self, key: tuple, compute: Callable[[], Any]) -> Any:
         """A figure derived from a run's trials, kept by (kind, run, trial count, arguments)."""
         with self._lock:
@@ -147,14 +177,17 @@ class Board:
         return thread
 
     def preload(self, budget: int) -> int:
-        """Read the newest runs' trials (up to ``budget`` in all) before anyone asks; returns how many."""
+        """Read the newest runs' trials (up to ``budget`` in all, and the newest runs' rounds) before anyone asks;
+        returns how many trials."""
         total = 0
         try:
             for k, info in enumerate(sorted(self.ws.runs(), key=lambda i: i.updated_at, reverse=True)):
                 if total + info.n_trials > budget:
                     continue
-                total += len(self.trials(Run(self.ws.store, info)))
-                if k < PRELOAD_FIGURES:  # the newest runs' charts too, as their pages first ask for them
+                run = Run(self.ws.store, info)
+                total += len(self.trials(run))
+                if k < PRELOAD_FIGURES:  # the newest runs' rounds and charts too, as their pages first ask for them
+                    self.round_figures(run)
                     self.curve(info.run_id)
                     self.scatter(info.run_id)
         except Exception:  # a store that went away: the pages will say so, in one line
@@ -261,7 +294,7 @@ class Board:
             "dataset": run_task(cfg),
             "strategy": cfg.get("strategy"),
             "llm": self._llm_label(cfg),
-            "llm_summary": run.llm_summary(),
+            "llm_summary": run.llm_summary(self.round_figures(run)),
             "failed": sum(1 for t in trials if not t.ok),
             "created_at": info.created_at,
             "updated_at": info.updated_at,
@@ -377,7 +410,7 @@ class Board:
         """The run's rounds (newest first by default): the Navigator's strategy, the Generator's proposals with
         what the Coordinator did to each, the person's answer, and the round's figures."""
         run = self.run(run_id)
-        rounds = run.rounds()
+        rounds = self.round_figures(run)
         if order != "asc":
             rounds = rounds[::-1]
         limit = max(1, min(int(limit), MAX_ROUNDS_PAGE))
