@@ -83,7 +83,7 @@ class FinetuneOptions:
     threads: int | None = None
     save_every: int = 10  # optimiser steps between checkpoints
     max_tokens: int = 2048
-    gguf_type: str = "q8_0"
+    gguf_type: str = "f16"
     max_steps: int | None = None  # stop after this many optimiser steps in all (tests, quick looks)
 
     def check(self) -> None:
@@ -277,13 +277,15 @@ def true_rank(sample: Sample, code: str, mode: str = "max") -> int:
 def score_picks(model, tokenizer, samples: Sequence[Sample], device: str) -> dict[str, float]:
     model.eval()
     hits, ranks = 0, []
+    started = time.perf_counter()
     for s in samples:
         code = pick_from_pool(model, tokenizer, s, device)
         hits += code == s.answer
         ranks.append(true_rank(s, code, _mode(s)))
     model.train()
     n = max(1, len(samples))
-    return {"pools": len(samples), "best": hits, "accuracy": hits / n, "mean_rank": sum(ranks) / n}
+    return {"pools": len(samples), "best": hits, "accuracy": hits / n, "mean_rank": sum(ranks) / n,
+            "s_per_pick": round((time.perf_counter() - started) / n, 3)}
 
 
 def _mode(sample: Sample) -> str:

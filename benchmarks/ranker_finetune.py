@@ -187,10 +187,13 @@ def stage_picks(args: argparse.Namespace) -> None:
         rows["random pick"] = {"accuracy": hit, "mean_rank": rank}
         learned = _learned_picks(items)
         rows["learned GP ranker (EI)"] = _score(items, learned)
-        for row, options, style in (("untuned SmolLM2, full prompt (as searches ask it)", {}, None),
-                                    ("untuned SmolLM2, compact prompt, temperature 0",
-                                     {"ranker.temperature": 0.0}, "compact"),
-                                    ("tuned SmolLM2 (compact prompt, temperature 0)", {"model": model}, None)):
+        llm_rows = [("untuned SmolLM2, full prompt (as searches ask it)", {}, None),
+                    ("untuned SmolLM2, compact prompt, temperature 0", {"ranker.temperature": 0.0}, "compact"),
+                    ("tuned SmolLM2 (compact prompt, temperature 0)", {"model": model}, None)]
+        for extra in args.also:
+            label, _, folder = extra.partition("=")
+            llm_rows.append((label, {"model": folder}, None))
+        for row, options, style in llm_rows:
             _say(f"{name}: {row} on {len(items)} pools ...")
             got = _llm_picks(items, options, style)
             rows[row] = {**_score(items, got["picks"]), "s_per_pick": got["seconds"], "failed": got["failed"]}
@@ -305,6 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", type=Path, default=None, help="the tuned model folder (default: WORK/tuned)")
     p.add_argument("--seeds", type=int, default=3, help="search seeds per row; default 3")
     p.add_argument("--pools", type=int, default=0, help="at most this many test pools per test set (0: all)")
+    p.add_argument("--also", action="append", default=[], metavar="LABEL=DIR",
+                   help="picks: another tuned folder to score as its own row")
     p.add_argument("--rows", nargs="+", default=list(SEARCH_ROWS), choices=list(SEARCH_ROWS),
                    help="search rows to run (default: all)")
     args = p.parse_args(argv)

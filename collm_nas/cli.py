@@ -159,8 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--threads", type=int, help="CPU threads (default: 1 on small machines)")
     ft.add_argument("--save-every", type=int, default=10, help="optimiser steps between checkpoints (default 10)")
     ft.add_argument("--max-steps", type=int, help="stop after N optimiser steps (a quick look)")
-    ft.add_argument("--gguf-type", choices=["q8_0", "f16"], default="q8_0",
-                    help="storage of the merged weights in ranker.gguf (default q8_0)")
+    ft.add_argument("--gguf-type", choices=["f16", "q8_0"], default="f16",
+                    help="storage of the merged weights in ranker.gguf (default f16: as fast to serve here as "
+                         "q8_0 and true to the trained weights; q8_0 is 40%% smaller)")
     ft.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(ft)
 

@@ -301,6 +301,14 @@ def test_a_killed_tiny_finetune_resumes_lowers_the_loss_and_serves_the_ranker(sa
         ranker = roles.ranker()
         outcome = ranker.pick(roles.chat("ranker"), space, TRIALS, POOL, max_redraws=0)
     assert outcome.code in POOL and outcome.calls[0]["mode"] == "grammar" and outcome.calls[0]["ok"]
+    # hybrid's roles: the Navigator and Generator on the embedded model, the tuned ranker on its own server.
+    from collm_nas.agents.local_model import LOCAL_MODEL_NAME
+
+    with open_llm("local", {"model": str(out)}, roles=("navigator", "generator"),
+                  log_path=tmp_path / "llm2.log") as roles:
+        assert set(roles.chats) == {"navigator", "generator", "ranker"} and roles.tuned_ranker
+        assert roles.configs["navigator"].model == LOCAL_MODEL_NAME
+        assert roles.configs["ranker"].base_url != roles.configs["navigator"].base_url
 
     # Same command again: the finished folder is not overwritten.
     again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
