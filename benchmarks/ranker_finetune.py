@@ -191,8 +191,8 @@ def stage_picks(args: argparse.Namespace) -> None:
                     ("untuned SmolLM2, compact prompt, temperature 0", {"ranker.temperature": 0.0}, "compact"),
                     ("tuned SmolLM2 (compact prompt, temperature 0)", {"model": model}, None)]
         for extra in args.also:
-            label, _, folder = extra.partition("=")
-            llm_rows.append((label, {"model": folder}, None))
+            row_label, _, folder = extra.partition("=")
+            llm_rows.append((row_label, {"model": folder}, None))
         for row, options, style in llm_rows:
             _say(f"{name}: {row} on {len(items)} pools ...")
             got = _llm_picks(items, options, style)
