@@ -47,18 +47,21 @@ from typing import Any
 from collm_nas.agents.finetune_data import Sample
 from collm_nas.agents.gguf_export import GGUF_TYPES, export_merged_gguf
 from collm_nas.agents.local_model import local_model_path
-from collm_nas.agents.tuned_ranker import MANIFEST, TunedRanker
+from collm_nas.agents.tuned_ranker import GGUF_NAME, MANIFEST, TunedRanker
 from collm_nas.core.errors import UserError
 
-__all__ = ["FinetuneInterrupted", "FinetuneOptions", "finetune", "pick_from_pool", "resolve_base"]
+__all__ = ["HF_BASE_HINT", "FinetuneInterrupted", "FinetuneOptions", "finetune", "pick_from_pool",
+           "resolve_base"]
 
 INSTALL_HINT = ("fine-tuning needs the 'finetune' extra (transformers, peft, gguf): "
                 "pip install -e '.[finetune]' (or run scripts/setup.sh)")
 CHECKPOINT = "checkpoint.pt"
-GGUF_NAME = "ranker.gguf"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 STYLE = "compact"
 PROBE = 8  # training samples whose answer loss is measured before and after training
+# What to do with a fine-tune of a Hugging Face folder (llama.cpp serves GGUF files only).
+HF_BASE_HINT = ("to serve it with --llm local, convert {out}/merged with llama.cpp's convert_hf_to_gguf.py "
+                "--outfile {out}/ranker.gguf, or fine-tune from a GGUF base (--base local or --base FILE.gguf)")
 
 
 class FinetuneInterrupted(UserError):
@@ -336,8 +339,10 @@ def finetune(samples: Sequence[Sample], out: str | Path, *, base: str | Path = "
         raise UserError("no samples to fine-tune on; export some with `collm-nas export-trajectories`")
     base_model = resolve_base(base)
     torch, transformers, peft = _imports()
+    device = _device(torch, options.device)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the tuned model")
     train, heldout = choose(samples, options)
     if not train:
         raise UserError("every sample was held out; give more runs or --holdout 0")
@@ -351,11 +356,13 @@ def finetune(samples: Sequence[Sample], out: str | Path, *, base: str | Path = "
                             f"(or delete {ckpt_path} to start over)")
     elif (out / MANIFEST).is_file():
         raise UserError(f"{out} already holds a finished fine-tune; use another --out")
+    out.mkdir(parents=True, exist_ok=True)
 
     torch.set_num_threads(_threads(options.threads))
-    device = _device(torch, options.device)
     torch.manual_seed(options.seed)
     started = time.perf_counter()
+    if base_model.gguf_path is None:
+        log(f"note: the base is a Hugging Face folder, so no ranker.gguf is written: {HF_BASE_HINT.format(out=out)}")
     log(f"loading the base model ({base_model.label}) ...")
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(base_model.folder), **base_model.load_kwargs())
     model = transformers.AutoModelForCausalLM.from_pretrained(
@@ -482,7 +489,8 @@ def finetune(samples: Sequence[Sample], out: str | Path, *, base: str | Path = "
     log(f"answer loss on the same {len(probe)} training samples after training: {loss_after:.4f} "
         f"(before: {loss_before:.4f})")
 
-    log("merging the LoRA updates and writing the GGUF file ...")
+    log("merging the LoRA updates and writing " + ("the GGUF file ..." if base_model.gguf_path else
+                                                   f"the merged model to {out / 'merged'} ..."))
     adapter_dir = out / "adapter"
     model.save_pretrained(str(adapter_dir))
     updates = {}
@@ -495,8 +503,6 @@ def finetune(samples: Sequence[Sample], out: str | Path, *, base: str | Path = "
         model.merge_and_unload().save_pretrained(str(merged_dir))
         tokenizer.save_pretrained(str(merged_dir))
         gguf_file = None
-        log(f"the base is a Hugging Face folder: the merged model is in {merged_dir}; convert it to GGUF with "
-            "llama.cpp's convert_hf_to_gguf.py to serve it with --llm local")
     else:
         export_merged_gguf(base_model.gguf_path, updates, out / GGUF_NAME, qtype=options.gguf_type,
                            name=f"collm-nas ranker ({base_model.gguf_file})")

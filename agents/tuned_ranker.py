@@ -19,6 +19,7 @@ from collm_nas.core.errors import UserError
 __all__ = ["MANIFEST", "TunedRanker", "find_model"]
 
 MANIFEST = "ranker.json"
+GGUF_NAME = "ranker.gguf"  # where a fine-tune's GGUF file lies (written by us, or converted from merged/)
 KIND = "collm-nas tuned ranker"
 
 
@@ -64,9 +65,15 @@ def _read_manifest(folder: Path) -> TunedRanker:
     ranker = TunedRanker(**known, folder=folder)
     if ranker.style not in RANKER_STYLES:
         raise UserError(f"{where}: unknown prompt style {ranker.style!r}")
-    if ranker.gguf_path is None or not ranker.gguf_path.is_file():
+    if ranker.gguf is None and (folder / GGUF_NAME).is_file():
+        ranker.gguf = GGUF_NAME  # a Hugging Face base's merged model, converted by the user as the hint said
+    if ranker.gguf_path is None:
         raise UserError(f"{folder} has no GGUF model to serve (its base was a Hugging Face folder): convert "
-                        f"{folder / 'merged'} with llama.cpp's convert_hf_to_gguf.py and pass the .gguf file")
+                        f"{folder / 'merged'} with llama.cpp's convert_hf_to_gguf.py --outfile {folder / GGUF_NAME}, "
+                        "or fine-tune from a GGUF base (--base local or --base FILE.gguf)")
+    if not ranker.gguf_path.is_file():
+        raise UserError(f"{folder}: its model file {ranker.gguf} is missing; run `collm-nas finetune` again "
+                        "into a new --out")
     return ranker
 
 

@@ -647,6 +647,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                                  progress=not args.no_progress, log=lambda text: print(text, flush=True))
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if result.manifest.get("gguf") is None:
+        from collm_nas.agents.finetune import HF_BASE_HINT
+
+        print(f"tuned model merged into {result.out / 'merged'} (no GGUF file: the base was a Hugging Face folder); "
+              + HF_BASE_HINT.format(out=result.out))
+        return 0
     print(f"tuned ranker in {result.out}: search with --strategy lmsearcher --llm local --llm-model {result.out}")
     return 0
 

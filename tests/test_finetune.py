@@ -105,6 +105,12 @@ def _one_line_error(err: str) -> str:
     ("not json\n", "not JSON"),
     ('{"messages": [], "pool": {}}\n', "missing field(s) 'answer'"),
     ('[1, 2]\n', "must be a JSON object"),
+    ('{"messages": [{"role": "user", "content": "?"}, {"role": "assistant", "content": "5"}], "answer": 5, '
+     '"pool": {"5": 1, "6": 2}}\n', "'answer' must be a non-empty code string"),
+    ('{"messages": [{"role": "user", "content": "?"}, {"role": "assistant", "content": "5"}], "answer": "5", '
+     '"pool": ["5", "6"]}\n', "'pool' must be an object {code: value}"),
+    ('{"messages": [{"role": "user", "content": "?"}, {"role": "bot", "content": "5"}], "answer": "5", '
+     '"pool": {"5": 1, "6": 2}}\n', "has role 'bot'"),
 ])
 def test_bad_data_files_get_one_line_and_exit_2(tmp_path: Path, capsys, content: str, expected: str) -> None:
     bad = tmp_path / "bad.jsonl"
@@ -194,7 +200,7 @@ def test_llm_model_must_name_a_tuned_folder_or_a_gguf_file(tmp_path: Path) -> No
     with pytest.raises(UserError, match="not a collm-nas tuned-ranker manifest"):
         find_model(tmp_path)
     (tmp_path / "ranker.json").write_text('{"kind": "collm-nas tuned ranker", "gguf": "ranker.gguf"}')
-    with pytest.raises(UserError, match="no GGUF model"):
+    with pytest.raises(UserError, match="its model file ranker.gguf is missing"):
         find_model(tmp_path)
     (tmp_path / "ranker.gguf").write_bytes(b"GGUF")
     found = find_model(tmp_path)
@@ -242,6 +248,213 @@ def test_gguf_export_adds_permuted_updates_and_copies_the_rest(tmp_path: Path) -
     assert r.fields["tokenizer.chat_template"].contents() == "{{ messages }}"
     with pytest.raises(UserError, match="no GGUF tensor"):
         export_merged_gguf(base, {"model.embed_unknown.weight": dv}, tmp_path / "x.gguf")
+
+
+# ------------------------------------------------------------------ a tiny random base: real training in seconds
+# A 2-layer Llama with random weights and a character-level ChatML tokenizer, built offline from a config and
+# saved as a Hugging Face folder: `--base PATH` with a real causal LM, so that seeding, resuming and the
+# merged output are tested on real optimiser steps in the default suite (a fine-tune takes a few seconds).
+TINY = {"epochs": 2, "batch_size": 2, "lr": 5e-2, "holdout": 0.3, "save_every": 2}
+TINY_CLI = ["--epochs", "2", "--batch-size", "2", "--lr", "5e-2", "--holdout", "0.3", "--save-every", "2",
+            "--no-progress"]
+CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
+          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    pytest.importorskip("peft")
+    transformers = pytest.importorskip("transformers")
+    import string
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"]
+    vocab = {t: i for i, t in enumerate(specials + sorted(set(string.printable)))}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")  # one token a character
+    backend.decoder = decoders.Fuse()
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|im_end|>", unk_token="<unk>",
+        pad_token="<|endoftext|>", chat_template=CHATML)
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-base")
+    transformers.LlamaForCausalLM(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def _tiny_finetune(samples_file: Path, out: Path, base: Path, seed: int = 0):
+    from collm_nas.agents.finetune import finetune
+
+    return finetune(load_samples([samples_file]), out, base=base, options=FinetuneOptions(seed=seed, **TINY),
+                    progress=False, log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def tiny_reference(tiny_base: Path, samples_file: Path, tmp_path_factory):
+    """An uninterrupted tiny fine-tune, seed 0: 5 training samples, 3 steps an epoch, 6 steps, 5 held-out pools."""
+    return _tiny_finetune(samples_file, tmp_path_factory.mktemp("tiny") / "seed0", tiny_base)
+
+
+def _adapter(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter" / "adapter_model.safetensors"))
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _figures(manifest: dict) -> list[dict]:
+    """The held-out figures of every epoch, without the pick timing."""
+    return [{k: v for k, v in e.items() if k != "s_per_pick"} for e in manifest["epochs"]]
+
+
+def test_a_tiny_finetune_lowers_the_answer_loss_on_its_training_samples(tiny_reference) -> None:
+    m = tiny_reference.manifest
+    assert m["steps"] == 6 and m["samples"] == {"train": 5, "heldout": 5, "given": 10}
+    assert [e["epoch"] for e in m["epochs"]] == [0, 1, 2] and all(e["pools"] == 5 for e in m["epochs"])
+    probe = m["probe_loss"]
+    assert probe["samples"] == 5 and probe["after"] < probe["before"] - 0.1, probe
+    assert len(tiny_reference.losses) == 6 and tiny_reference.resumed_from is None
+
+
+def test_the_same_seed_repeats_the_adapter_and_the_held_out_figures_exactly(tiny_reference, tiny_base: Path,
+                                                                            samples_file: Path, tmp_path: Path):
+    again = _tiny_finetune(samples_file, tmp_path / "again", tiny_base)
+    assert _same_weights(_adapter(again.out), _adapter(tiny_reference.out))
+    assert _figures(again.manifest) == _figures(tiny_reference.manifest)
+    assert again.losses == tiny_reference.losses and again.manifest["probe_loss"] == tiny_reference.manifest[
+        "probe_loss"]
+
+
+def test_another_seed_trains_other_weights_and_the_cli_says_how_to_serve_an_hf_base(
+        tiny_reference, tiny_base: Path, samples_file: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "seed1"
+    code = main(["finetune", "--data", str(samples_file), "--out", str(out), "--base", str(tiny_base),
+                 "--seed", "1", *TINY_CLI])
+    printed = capsys.readouterr().out
+    assert code == 0
+    mine, reference = _adapter(out), _adapter(tiny_reference.out)
+    assert mine.keys() == reference.keys() and not _same_weights(mine, reference)
+    # An HF base: no GGUF file, said before training and at the end, naming the conversion and the GGUF base.
+    assert not (out / "ranker.gguf").exists() and json.loads((out / "ranker.json").read_text())["gguf"] is None
+    notes = [line for line in printed.splitlines() if "convert_hf_to_gguf.py" in line]
+    assert len(notes) == 2 and all(f"{out}/merged" in n and "--base local" in n for n in notes), printed
+    assert printed.splitlines()[-1].startswith(f"tuned model merged into {out / 'merged'}")
+
+
+def _interrupt_training(monkeypatch, at_call: int, error: type[BaseException]) -> None:
+    """Raise ``error`` in the ``at_call``-th forward pass of training (the answer-loss probes run without grad)."""
+    import torch
+
+    from collm_nas.agents import finetune as module
+
+    real, calls = module._answer_loss, [0]
+
+    def answer_loss(*args, **kwargs):
+        if torch.is_grad_enabled():
+            calls[0] += 1
+            if calls[0] == at_call:
+                raise error()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "_answer_loss", answer_loss)
+
+
+def test_ctrl_c_saves_and_the_resumed_run_ends_with_the_uninterrupted_weights(
+        tiny_reference, tiny_base: Path, samples_file: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from collm_nas.agents.finetune import FinetuneInterrupted
+
+    out = tmp_path / "interrupted"
+    # Steps take 2, 2, 1 samples (5 a epoch): the 6th forward pass is step 4's first, so Ctrl-C saves step 3.
+    _interrupt_training(monkeypatch, 6, KeyboardInterrupt)
+    with pytest.raises(FinetuneInterrupted, match="run the same command again to resume"):
+        _tiny_finetune(samples_file, out, tiny_base)
+    monkeypatch.undo()
+    assert (out / "checkpoint.pt").is_file() and not (out / "ranker.json").exists()
+    capsys.readouterr()  # what the interrupted run wrote (transformers' loading bar)
+    # The folder now holds a fine-tune of seed 0: another seed is refused, in one line, before any training.
+    code, err = _finetune_cli(capsys, "--data", str(samples_file), "--out", str(out), "--base", str(tiny_base),
+                              "--seed", "1", *TINY_CLI)
+    assert code == 2 and "holds a fine-tune of other data, base or options" in _one_line_error(err)
+    resumed = _tiny_finetune(samples_file, out, tiny_base)
+    assert resumed.resumed_from == 3 and not (out / "checkpoint.pt").exists()
+    assert _same_weights(_adapter(out), _adapter(tiny_reference.out))
+    assert _figures(resumed.manifest) == _figures(tiny_reference.manifest)
+    assert resumed.losses == tiny_reference.losses
+
+
+def test_a_crash_resumes_from_the_last_periodic_checkpoint_to_the_same_weights(
+        tiny_reference, tiny_base: Path, samples_file: Path, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "crashed"
+    # The 9th forward pass is step 5's second: a crash there (as kill -9, nothing saved on the way out)
+    # leaves the checkpoint of step 4 (--save-every 2), and the resumed run does step 5 again.
+    _interrupt_training(monkeypatch, 9, MemoryError)
+    with pytest.raises(MemoryError):
+        _tiny_finetune(samples_file, out, tiny_base)
+    monkeypatch.undo()
+    resumed = _tiny_finetune(samples_file, out, tiny_base)
+    assert resumed.resumed_from == 4
+    assert _same_weights(_adapter(out), _adapter(tiny_reference.out))
+    assert _figures(resumed.manifest) == _figures(tiny_reference.manifest)
+
+
+def test_an_hf_base_gives_a_merged_model_equal_to_base_plus_adapter(tiny_reference, tiny_base: Path,
+                                                                   tmp_path: Path) -> None:
+    import peft
+    import torch
+    import transformers
+
+    out = tiny_reference.out
+    merged = transformers.AutoModelForCausalLM.from_pretrained(str(out / "merged"), dtype=torch.float32)
+    base = transformers.AutoModelForCausalLM.from_pretrained(str(tiny_base), dtype=torch.float32)
+    ids = torch.tensor([[1, 40, 41, 42, 2, 5, 1, 50]])
+    with torch.no_grad():
+        plain = base(input_ids=ids).logits
+        want = peft.PeftModel.from_pretrained(base, str(out / "adapter"))(input_ids=ids).logits
+        got = merged(input_ids=ids).logits
+    assert torch.allclose(got, want, atol=1e-5) and not torch.allclose(got, plain, atol=1e-3)
+    # The ranker cannot serve it until it is converted: one line naming the converter and the GGUF base.
+    with pytest.raises(UserError) as refused:
+        find_model(out)
+    message = str(refused.value)
+    assert "\n" not in message and "convert_hf_to_gguf.py" in message and "--base local" in message
+    # Converted as the message says (into OUT/ranker.gguf), the folder serves, asked as it was trained.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "ranker.json").write_text((out / "ranker.json").read_text())
+    (copy / "ranker.gguf").write_bytes(b"GGUF")
+    found = find_model(copy)
+    assert found.gguf_path == (copy / "ranker.gguf").resolve() and found.style == "compact"
+
+
+def test_finetune_refuses_a_finished_out_a_file_out_and_cuda_without_a_gpu(
+        tiny_reference, tiny_base: Path, samples_file: Path, tmp_path: Path, capsys) -> None:
+    import torch
+
+    common = ["--data", str(samples_file), "--base", str(tiny_base), *TINY_CLI]
+    code, err = _finetune_cli(capsys, "--out", str(tiny_reference.out), *common)
+    assert code == 2 and "already holds a finished fine-tune" in _one_line_error(err)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    code, err = _finetune_cli(capsys, "--out", str(a_file), *common)
+    assert code == 2 and "is a file" in _one_line_error(err)
+    if not torch.cuda.is_available():
+        code = main(["finetune", "--out", str(tmp_path / "gpu"), "--device", "cuda", *common])
+        printed = capsys.readouterr()
+        line = _one_line_error(printed.err)
+        assert code == 2 and "no CUDA device" in line and "--device cpu" in line and printed.out == ""
+        assert not (tmp_path / "gpu").exists()
 
 
 # ------------------------------------------------------------------ the real thing (slow)
