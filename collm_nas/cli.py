@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     ex.add_argument("--out", required=True, help="JSON-lines file to write")
     ex.add_argument("--pool-size", type=int, default=10, help="candidates per sample (default 10)")
+    ex.add_argument("--format", choices=["compact", "full"], default="compact",
+                    help="compact (default): what 'collm-nas finetune' trains on, ~200 tokens a sample, the bare "
+                         "code as the answer; full: the untuned ranker's prompt with the space described")
+    ex.add_argument("--stride", type=int, default=1, help="one sample every N steps of a run (default 1: every step)")
     _common(ex)
 
     db = sub.add_parser("dashboard", help="a local web dashboard: watch runs, compare them, answer approval pauses",
@@ -139,6 +143,36 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--port", type=int, default=8731, help="port (default 8731; 0: any free port)")
     _table_flag(db)
     _common(db)
+
+    ft = sub.add_parser("finetune", help="LoRA-tune a local model into a better ranker on finished runs' samples",
+                        description="Supervised LoRA fine-tuning of a causal LM on the ranker's own samples (loss on "
+                                    "the answer only); writes OUT/ranker.gguf, OUT/adapter and OUT/ranker.json. "
+                                    "Search with it: --strategy lmsearcher --llm local --llm-model OUT. Ctrl-C or a "
+                                    "kill keeps the last checkpoint: the same command resumes.")
+    ft.add_argument("--data", nargs="+", default=[], metavar="FILE.jsonl",
+                    help="samples written by export-trajectories")
+    ft.add_argument("--runs", nargs="+", default=[], metavar="RUN_ID", help="finished runs to take samples from")
+    ft.add_argument("--out", required=True, help="folder for the tuned model (and its checkpoint)")
+    ft.add_argument("--base", default="local",
+                    help="local (the embedded SmolLM2-135M-Instruct, default), a GGUF file, or a Hugging Face "
+                         "model folder")
+    ft.add_argument("--epochs", type=int, default=1, help="passes over the training samples (default 1)")
+    ft.add_argument("--max-samples", type=int, help="use at most N samples, drawn by --seed (default: all)")
+    ft.add_argument("--lora-rank", type=int, default=8, help="LoRA rank (default 8)")
+    ft.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
+    ft.add_argument("--batch-size", type=int, default=4, help="samples per optimiser step (default 4)")
+    ft.add_argument("--holdout", type=float, default=0.1,
+                    help="share of the runs held out to score picks after each epoch (default 0.1)")
+    ft.add_argument("--seed", type=int, default=0, help="seed of the sample choice, split, order and LoRA init")
+    ft.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ft.add_argument("--threads", type=int, help="CPU threads (default: 1 on small machines)")
+    ft.add_argument("--save-every", type=int, default=10, help="optimiser steps between checkpoints (default 10)")
+    ft.add_argument("--max-steps", type=int, help="stop after N optimiser steps (a quick look)")
+    ft.add_argument("--gguf-type", choices=["f16", "q8_0"], default="f16",
+                    help="storage of the merged weights in ranker.gguf (default f16: as fast to serve here as "
+                         "q8_0 and true to the trained weights; q8_0 is 40%% smaller)")
+    ft.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _common(ft)
 
     llm = sub.add_parser("llm", help="the embedded local model")
     llm_sub = llm.add_subparsers(dest="llm_command", required=True, metavar="ACTION")
@@ -583,7 +617,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UserError(f"--pool-size must be at least 2, got {args.pool_size}")
     ws = _workspace(args)
     runs = [ws.run(run_id) for run_id in args.run_ids]
-    count = export_trajectories(runs, args.out, pool_size=args.pool_size)
+    count = export_trajectories(runs, args.out, pool_size=args.pool_size, style=args.format, stride=args.stride)
     print(f"wrote {count} samples from {len(runs)} run(s) to {args.out}")
     return 0
 
@@ -592,6 +626,38 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from collm_nas.dashboard.serve import serve
 
     return serve(host=args.host, port=args.port, runs_dir=args.runs_dir, store=args.store, table=args.table)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    import signal
+
+    from collm_nas.agents.finetune import FinetuneOptions
+    from collm_nas.trajectories import finetune_ranker
+
+    options = FinetuneOptions(epochs=args.epochs, max_samples=args.max_samples, lora_rank=args.lora_rank, lr=args.lr,
+                              batch_size=args.batch_size, holdout=args.holdout, seed=args.seed, device=args.device,
+                              threads=args.threads, save_every=args.save_every, max_steps=args.max_steps,
+                              gguf_type=args.gguf_type)
+    options.check()
+    runs = [_workspace(args).run(run_id) for run_id in args.runs] if args.runs else []
+
+    def interrupt(signum, frame):  # SIGTERM saves the checkpoint like Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        result = finetune_ranker(args.out, data=args.data, runs=runs, base=args.base, options=options,
+                                 progress=not args.no_progress, log=lambda text: print(text, flush=True))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if result.manifest.get("gguf") is None:
+        from collm_nas.agents.finetune import HF_BASE_HINT
+
+        print(f"tuned model merged into {result.out / 'merged'} (no GGUF file: the base was a Hugging Face folder); "
+              + HF_BASE_HINT.format(out=result.out))
+        return 0
+    print(f"tuned ranker in {result.out}: search with --strategy lmsearcher --llm local --llm-model {result.out}")
+    return 0
 
 
 def cmd_llm(args: argparse.Namespace) -> int:
@@ -682,6 +748,7 @@ COMMANDS = {
     "dashboard": cmd_dashboard,
     "plot": cmd_plot,
     "export-trajectories": cmd_export,
+    "finetune": cmd_finetune,
     "check": cmd_check,
 }
 
@@ -693,6 +760,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"collm-nas: error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:
+        print("collm-nas: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
 
