@@ -16,6 +16,9 @@ from typing import Any
 from collm_nas.agents.baselines import sample_new
 from collm_nas.core import Feedback, Objective, RoundContext, SearchStrategy
 
+# Proposals whose verdicts a round's figures keep (an LLM may write many more codes than a batch holds).
+VERDICTS_KEPT = 100
+
 
 @dataclass
 class Screening:
@@ -28,6 +31,8 @@ class Screening:
     topped_up: list[str] = field(default_factory=list)
     corrections: int = 0  # corrective follow-ups sent to the generator
     ranked_out: int = 0  # legal new proposals left out because the quota was full (ranked lower)
+    proposals: list[str] = field(default_factory=list)  # the codes as proposed, in order (both passes)
+    ranked: list[str] = field(default_factory=list)  # the codes counted in ranked_out
 
     @property
     def batch(self) -> list[str]:
@@ -49,7 +54,29 @@ class Screening:
             topped_up=self.topped_up + later.topped_up,
             corrections=self.corrections + later.corrections + 1,
             ranked_out=self.ranked_out + later.ranked_out,
+            proposals=self.proposals + later.proposals,
+            ranked=self.ranked + later.ranked,
         )
+
+    def verdicts(self, limit: int = VERDICTS_KEPT) -> list[dict[str, Any]]:
+        """What the Coordinator did to each proposal, in the order proposed, then the top-ups (at most ``limit``):
+        ``{"ncode", "verdict": accepted | illegal | duplicate | ranked out | topped up, "why"}``."""
+        accepted, ranked = list(self.accepted), list(self.ranked)
+        out: list[dict[str, Any]] = []
+        for code in self.proposals:
+            if code in accepted:
+                accepted.remove(code)
+                out.append({"ncode": code, "verdict": "accepted"})
+            elif code in self.illegal:
+                out.append({"ncode": code, "verdict": "illegal", "why": "; ".join(self.illegal[code])})
+            elif code in ranked:
+                ranked.remove(code)
+                out.append({"ncode": code, "verdict": "ranked out", "why": "the batch was full"})
+            else:
+                out.append({"ncode": code, "verdict": "duplicate", "why": "already evaluated or proposed"})
+        out += [{"ncode": code, "verdict": "topped up", "why": "added by the LLM-free fallback"}
+                for code in self.topped_up]
+        return out[:limit]
 
     def figures(self) -> dict:
         return {
@@ -61,12 +88,13 @@ class Screening:
             "corrections": self.corrections,
             "ranked_out": self.ranked_out,
             "illegal_examples": dict(list(self.illegal.items())[:5]),
+            "verdicts": self.verdicts(),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> "Screening":
         return cls(**{k: data[k] for k in ("proposed", "accepted", "duplicates", "illegal", "topped_up", "corrections",
-                                                 "ranked_out")
+                                                 "ranked_out", "proposals", "ranked")
                       if k in data})
 
     def to_dict(self) -> dict:
@@ -124,6 +152,7 @@ class Coordinator:
         quota = quota - len(held)
         for code in proposals:
             code = code.strip() if isinstance(code, str) else str(code)
+            result.proposals.append(code)
             if code in ctx.history or code in unique or code in held:
                 result.duplicates.append(code)
             else:
@@ -136,6 +165,7 @@ class Coordinator:
                 result.accepted.append(code)
             else:
                 result.ranked_out += 1
+                result.ranked.append(code)
         missing = quota - len(result.accepted)
         if missing > 0 and top_up:
             result.topped_up = self.top_up(ctx, missing, exclude=held | set(result.accepted))

@@ -7,6 +7,11 @@ prior when one is given) orders the legal, unseen ones, and the Coordinator
 takes the best of them up to the round's quota. So evaluations are spent only
 on the candidates the ranker rates highest among what the LLM proposed.
 
+With a tuned ranker model (``--llm local --llm-model DIR`` naming a
+``collm-nas finetune`` folder) the tuned model picks the round's candidates
+one by one, each time from the learned ranker's best ten of what is left;
+the learned order fills any slot it does not pick.
+
 What the ranker leaves out is counted as "ranked out" in the round figures;
 illegal and repeated proposals are handed on unranked, so the Coordinator
 counts them exactly as it does for CoLLM-NAS. A short pool goes through the
@@ -20,8 +25,9 @@ from collections.abc import Callable
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
-from collm_nas.agents.collm import LLMGenerator, LLMNavigator
-from collm_nas.agents.lmsearcher import learned_ranking
+from collm_nas.agents.chat_models import LLMUnavailable
+from collm_nas.agents.collm import LLM_COOLDOWN_ROUNDS, LLMGenerator, LLMNavigator, llm_ready
+from collm_nas.agents.lmsearcher import learned_ranking, llm_ranker_of
 from collm_nas.core import Feedback, RoundContext, SearchStrategy, Strategy
 from collm_nas.tools.messages import validation_message
 from collm_nas.tools.pools import proposal_pool
@@ -30,6 +36,8 @@ from collm_nas.tools.pools import proposal_pool
 OVERSAMPLE = 4
 # Most candidates asked in one call (keeps answers short for small models).
 MAX_ASK = 24
+# Candidates a tuned ranker model chooses from at a time (what it was trained on).
+TUNED_POOL = 10
 
 
 class HybridNavigator(LLMNavigator):
@@ -54,13 +62,13 @@ class RankedProposalGenerator(LLMGenerator):
         return max(n, min(n * self.oversample, self.max_ask))
 
     def generate(self, strategy: Strategy, n: int, ctx: RoundContext) -> list[str]:
-        return self.ranked(super().generate(strategy, self._asked(n), ctx), ctx)
+        return self.ranked(super().generate(strategy, self._asked(n), ctx), ctx, n)
 
     def revise(self, strategy: Strategy, n: int, ctx: RoundContext, feedback: Feedback) -> list[str] | None:
         codes = super().revise(strategy, self._asked(n), ctx, feedback)
-        return None if codes is None else self.ranked(codes, ctx)
+        return None if codes is None else self.ranked(codes, ctx, n)
 
-    def ranked(self, proposals: list[str], ctx: RoundContext) -> list[str]:
+    def ranked(self, proposals: list[str], ctx: RoundContext, n: int | None = None) -> list[str]:
         """Legal unseen proposals best first, then the rest (illegal or repeated) as they came."""
         seen = {t.ncode for t in ctx.history.trials()}
         pool = proposal_pool(proposals, ctx.is_legal, exclude=seen)
@@ -73,7 +81,31 @@ class RankedProposalGenerator(LLMGenerator):
                 rest.append(code)
         if ctx.calls:
             ctx.calls[-1]["ranked_pool"] = len(pool)
-        return learned_ranking(ctx, pool, self.acquisition) + rest
+        order = learned_ranking(ctx, pool, self.acquisition)
+        if getattr(ctx.llm, "tuned_ranker", False) and not ctx.multi_objective and llm_ready(ctx):
+            order = tuned_order(ctx, order, n if n is not None else ctx.quota)
+        return order + rest
+
+
+def tuned_order(ctx: RoundContext, order: list[str], n: int) -> list[str]:
+    """``order`` with its first ``n`` places chosen one by one by the tuned ranker model."""
+    ranker, chat = llm_ranker_of(ctx), ctx.llm.chat("ranker")
+    objective = ctx.goal
+    picked, left = [], list(order)
+    while len(picked) < n and len(left) > 1:
+        try:
+            outcome = ranker.pick(chat, ctx.space, ctx.history.trials(), left[:TUNED_POOL], mode=ctx.mode,
+                                  max_redraws=0, metric=objective.metric if objective else "value",
+                                  constraints=objective.constraints if objective else (), calls=ctx.calls)
+        except LLMUnavailable as e:
+            ctx.memory["llm_paused_until"] = ctx.round + LLM_COOLDOWN_ROUNDS - 1
+            ctx.warnings.append(f"{e}; the learned ranker orders round {ctx.round}'s proposals")
+            break
+        if outcome.code is None:
+            break
+        picked.append(outcome.code)
+        left.remove(outcome.code)
+    return picked + left
 
 
 class RankArgs(BaseModel):

@@ -13,7 +13,7 @@ and API keys are never written anywhere.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from langchain_core.language_models import BaseChatModel
 from collm_nas.agents.chat_models import ROLES, RoleModelConfig, endpoint_configured, role_config
 from collm_nas.agents.local_model import INSTALL_HINT, LocalModelServer, local_model_available
 from collm_nas.agents.structured import StructuredChat
+from collm_nas.agents.tuned_ranker import TunedRanker, find_model
 from collm_nas.core.errors import UserError
 
 LLM_CHOICES = ("auto", "endpoint", "local", "none")
@@ -39,6 +40,17 @@ class LLMRoles:
     source: str  # "endpoint" | "local" | "custom"
     chats: dict[str, StructuredChat]
     configs: dict[str, RoleModelConfig] = field(default_factory=dict)
+    # How the ranker asks (collm_nas.agents.ranker.LLMRanker): a tuned ranker is asked as it was trained.
+    ranker_style: str = "full"
+    ranker_history: tuple[int | None, int | None] = (None, None)  # (top_k, recent); None: the style's
+    tuned_ranker: bool = False  # the ranker role is a `collm-nas finetune` model: strategies may rank with it
+
+    def ranker(self):
+        """An :class:`~collm_nas.agents.ranker.LLMRanker` that asks the way the ranker model expects."""
+        from collm_nas.agents.ranker import LLMRanker
+
+        top_k, recent = self.ranker_history
+        return LLMRanker(style=self.ranker_style, top_k=top_k, recent=recent)
 
     def chat(self, role: str) -> StructuredChat:
         try:
@@ -121,14 +133,51 @@ def open_llm(source: str, options: Mapping[str, Any] | None = None, *, log_path:
         yield LLMRoles("endpoint", {r: StructuredChat(c) for r, c in configs.items()}, configs)
         return
     if source == "local":
-        with LocalModelServer(log_path=log_path) as server:
-            configs = {}
-            for role in roles:
-                given = _overrides_for(role, options)
-                given.update(base_url=server.base_url, model=server.model, api_key="local")
-                given.setdefault("decoding", "grammar")
-                given.setdefault("timeout_s", LOCAL_TIMEOUT_S)
-                configs[role] = role_config(role, given)  # temperature, retries... still from settings
-            yield LLMRoles("local", {r: StructuredChat(c) for r, c in configs.items()}, configs)
+        with ExitStack() as stack:
+            yield _local_roles(stack, options, log_path, roles)
         return
     raise UserError(f"run needs LLM source '{source}', which cannot be opened here")
+
+
+def _local_roles(stack: ExitStack, options: Mapping[str, Any], log_path: str | Path | None,
+                 roles: tuple[str, ...]) -> LLMRoles:
+    """The local servers of a run: the embedded model, and a tuned ranker's (``model`` names its folder).
+
+    With ``--llm-model DIR`` (or ``ranker.model``) naming a ``collm-nas finetune`` folder, the ranker role
+    talks to the tuned model, asked in the style it was trained on, and the other roles (a hybrid run's
+    Navigator and Generator) to the embedded model; hybrid then ranks its proposals with the tuned ranker.
+    A ``.gguf`` file serves every role. Each distinct model gets its own server, started once.
+    """
+    named = {role: _overrides_for(role, options).get("model") for role in ROLES}
+    models: dict[str, TunedRanker | None] = {}
+    for role, value in named.items():
+        if value is not None:
+            found = find_model(value)
+            # A tuned ranker serves the ranker role only; a plain GGUF file serves whichever role names it.
+            models[role] = found if (found.style == "full" or role == "ranker") else None
+    tuned = models.get("ranker")
+    wanted = tuple(roles) + (("ranker",) if tuned is not None and tuned.style != "full" and
+                             "ranker" not in roles else ())
+    servers: dict[Path | None, LocalModelServer] = {}
+    configs: dict[str, RoleModelConfig] = {}
+    for role in wanted:
+        model = models.get(role)
+        key = model.gguf_path if model is not None else None
+        if key not in servers:
+            log = log_path if not servers or log_path is None else Path(log_path).with_suffix(f".{len(servers)}.log")
+            alias = None if model is None else f"collm-nas-ranker-{len(servers)}"
+            server = LocalModelServer(log_path=log, _model_path=key, **({"model_alias": alias} if alias else {}))
+            servers[key] = stack.enter_context(server)
+        server = servers[key]
+        given = {k: v for k, v in _overrides_for(role, options).items() if k != "model"}
+        given.update(base_url=server.base_url, model=server.model, api_key="local")
+        given.setdefault("decoding", "grammar")
+        given.setdefault("timeout_s", LOCAL_TIMEOUT_S)
+        if model is not None and model.temperature is not None:
+            given.setdefault("temperature", model.temperature)
+        configs[role] = role_config(role, given)  # temperature, retries... still from settings
+    ranker = tuned if tuned is not None and "ranker" in configs else None
+    return LLMRoles("local", {r: StructuredChat(c) for r, c in configs.items()}, configs,
+                    ranker_style=ranker.style if ranker else "full",
+                    ranker_history=(ranker.top_k, ranker.recent) if ranker else (None, None),
+                    tuned_ranker=ranker is not None and ranker.style != "full")

@@ -157,6 +157,12 @@ def _known_resources(ctx: RoundContext, pool: list[str], metrics: tuple[str, ...
     return {m: table[:, j] for j, m in enumerate(metrics) if not bool(torch.isnan(table[:, j]).any())}
 
 
+def llm_ranker_of(ctx: RoundContext, default: LLMRanker | None = None) -> LLMRanker:
+    """The ranker that asks the run's ranker model the way it expects (a tuned model: as it was trained)."""
+    make = getattr(ctx.llm, "ranker", None)
+    return make() if callable(make) else (default or LLMRanker())
+
+
 class RankingNavigator(Navigator):
     multi_objective = True
 
@@ -198,6 +204,7 @@ class RankingNavigator(Navigator):
     def _llm_picks(self, ctx: RoundContext, rng, seen: set[str]) -> list[str]:
         picks: list[str] = []
         chat = ctx.llm.chat("ranker")
+        ranker = llm_ranker_of(ctx, self.llm_ranker)
         for _ in range(ctx.quota):
             exclude = seen | set(picks)
 
@@ -214,7 +221,7 @@ class RankingNavigator(Navigator):
                 trials, mode = front_rewarded(ctx.objectives, trials), "max"
                 metric = f"a place on the Pareto front of {objectives_phrase(objective)}"
             try:
-                outcome = self.llm_ranker.pick(
+                outcome = ranker.pick(
                     chat, ctx.space, trials, pool, mode=mode, redraw=draw, metric=metric,
                     constraints=objective.constraints if objective else (), calls=ctx.calls)
             except LLMUnavailable as e:  # the failed call is already in ctx.calls

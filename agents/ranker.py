@@ -29,11 +29,12 @@ from collm_nas.agents.chat_models import LLMUnavailable
 from collm_nas.agents.prompting import render
 from collm_nas.agents.structured import StructuredChat, extract_json_object
 from collm_nas.core.space import SearchSpace
-from collm_nas.tools.grammar import pick_gbnf, pick_json_schema
+from collm_nas.tools.grammar import pick_code_gbnf, pick_gbnf, pick_json_schema
 
 __all__ = [
     "LLMRanker",
     "PickAnswer",
+    "RANKER_STYLES",
     "RankOutcome",
     "history_lines",
     "make_rank_tool",
@@ -41,6 +42,12 @@ __all__ = [
 ]
 
 NO_HISTORY = "(nothing measured yet)"
+# How the ranker asks. "full": the space described, rewards as 0..1 decimals, the answer {"code": ...}.
+# "compact": what a fine-tuned ranker was trained on (collm_nas.agents.finetune): a one-line space header,
+# fewer history lines with two-digit scores, and the bare code as the answer.
+RANKER_STYLES = ("full", "compact")
+COMPACT_TOP_K = 6
+COMPACT_RECENT = 4
 
 
 class PickAnswer(BaseModel):
@@ -77,7 +84,8 @@ def _fmt_reward(x: float) -> str:
     return f"{x:.3f}"
 
 
-def history_lines(trials: Sequence[Any], mode: str = "max", top_k: int = 20, recent: int = 10) -> str:
+def history_lines(trials: Sequence[Any], mode: str = "max", top_k: int = 20, recent: int = 10,
+                  two_digits: bool = False) -> str:
     """The history as ``NCODE|reward`` lines, best first, bounded and normalised.
 
     Only successful trials (``.ok``) are shown: the ``top_k`` best plus the
@@ -85,7 +93,8 @@ def history_lines(trials: Sequence[Any], mode: str = "max", top_k: int = 20, rec
     order), so the text never grows past ``top_k + recent`` lines. Rewards are
     min-max normalised over the shown trials to ``[0, 1]``, 1 being the best
     (for ``mode="min"`` the smallest value); when all shown values are equal
-    every reward is 1.
+    every reward is 1. With ``two_digits`` the reward is written as an integer
+    from ``00`` (worst shown) to ``99`` (best shown), which is shorter in tokens.
     """
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
@@ -116,7 +125,8 @@ def history_lines(trials: Sequence[Any], mode: str = "max", top_k: int = 20, rec
     lines = []
     for (_, t), s in zip(shown, scores):
         reward = (s - lo) / span if span > 0 else 1.0
-        lines.append(f"{t.ncode}|{_fmt_reward(reward)}")
+        text = f"{round(reward * 99):02d}" if two_digits else _fmt_reward(reward)
+        lines.append(f"{t.ncode}|{text}")
     return "\n".join(lines)
 
 
@@ -163,9 +173,14 @@ def _in_pool(code: str | None, pool: Sequence[str]) -> str | None:
 class LLMRanker:
     """Asks a chat model for the most promising code of a pool, redrawing pools on misses."""
 
-    def __init__(self, *, top_k: int = 20, recent: int = 10, role: str = "ranker", kind: str = "rank") -> None:
-        self.top_k = top_k
-        self.recent = recent
+    def __init__(self, *, top_k: int | None = None, recent: int | None = None, role: str = "ranker",
+                 kind: str = "rank", style: str = "full") -> None:
+        if style not in RANKER_STYLES:
+            raise ValueError(f"ranker style must be one of {', '.join(RANKER_STYLES)}, got {style!r}")
+        compact = style == "compact"
+        self.style = style
+        self.top_k = top_k if top_k is not None else (COMPACT_TOP_K if compact else 20)
+        self.recent = recent if recent is not None else (COMPACT_RECENT if compact else 10)
         self.role = role
         self.kind = kind
 
@@ -179,6 +194,16 @@ class LLMRanker:
         metric: str = "value",
         constraints: Sequence[str] = (),
     ) -> list[BaseMessage]:
+        if self.style == "compact":
+            system = render("ranker_compact_system")
+            user = render(
+                "ranker_compact_user",
+                space=space.name,
+                length=space.length,
+                history=history_lines(trials, mode, self.top_k, self.recent, two_digits=True),
+                pool="\n".join(pool),
+            )
+            return [SystemMessage(system), HumanMessage(user)]
         system = render("ranker_system", space=space.describe(constraints), metric=metric)
         user = render(
             "ranker_user",
@@ -235,7 +260,7 @@ class LLMRanker:
                 result = chat.invoke(
                     messages,
                     output_model=PickAnswer,
-                    grammar=pick_gbnf(current),
+                    grammar=pick_code_gbnf(current) if self.style == "compact" else pick_gbnf(current),
                     json_schema=pick_json_schema(current),
                     parse_text=parse_pick(current),
                 )

@@ -168,19 +168,22 @@ class Run:
         config = self.config
         return Objectives.parse(config.objectives) if len(config.objectives) > 1 else None
 
-    def pareto(self, reference: Sequence[float] | None = None) -> FrontSummary | None:
+    def pareto(self, reference: Sequence[float] | None = None, *,
+               trials: Sequence[Trial] | None = None) -> FrontSummary | None:
         """The Pareto front, its hypervolume against ``reference`` (default: the run's ``hv_reference``, else
-        each objective's worst value moved a tenth of its range further); None for a one-objective run."""
+        each objective's worst value moved a tenth of its range further); None for a one-objective run.
+        ``trials``: the run's trials when the caller holds them already (else they are read)."""
         objectives = self.objectives
         if objectives is None:
             return None
         if reference is None:
             reference = self.config.hv_reference
-        return objectives.summary(self.store.trials(self.run_id), reference)
+        return objectives.summary(list(self.store.trials(self.run_id) if trials is None else trials), reference)
 
-    def trials(self, top: int | None = None) -> list[Trial]:
-        """Trials in evaluation order, or the ``top`` best by the searched metric."""
-        trials = self.store.trials(self.run_id)
+    def trials(self, top: int | None = None, *, after_seq: int = 0) -> list[Trial]:
+        """Trials in evaluation order, or the ``top`` best by the searched metric; ``after_seq``: only those
+        recorded after the trial with that ``seq`` (a reader that keeps what it read asks only for the new)."""
+        trials = self.store.trials(self.run_id, after_seq=after_seq)
         if top is None:
             return trials
         return self.objective.ranked(trials)[:top]
@@ -188,15 +191,18 @@ class Run:
     def best(self) -> Trial | None:
         return self.objective.best(self.store.trials(self.run_id))
 
-    def rounds(self) -> list[dict[str, Any]]:
-        return self.store.rounds(self.run_id)
+    def rounds(self, after_round: int = 0) -> list[dict[str, Any]]:
+        """The round figures in round order (only those numbered above ``after_round``)."""
+        return self.store.rounds(self.run_id, after_round)
 
-    def llm_summary(self) -> dict[str, Any] | None:
-        """The run's LLM figures over all rounds (None for LLM-free runs)."""
-        return summarise_llm_rounds(self.rounds())
+    def llm_summary(self, rounds: Sequence[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+        """The run's LLM figures over all rounds (None for LLM-free runs); ``rounds``: all its round figures
+        when the caller holds them already (else they are read)."""
+        return summarise_llm_rounds(self.rounds() if rounds is None else rounds)
 
-    def result(self, seconds: float = 0.0) -> SearchResult:
-        trials = self.store.trials(self.run_id)
+    def result(self, seconds: float = 0.0, *, trials: Sequence[Trial] | None = None) -> SearchResult:
+        """How the run stands; ``trials``: all its trials when the caller holds them already (else read)."""
+        trials = list(self.store.trials(self.run_id) if trials is None else trials)
         best = self.objective.best(trials)
         config = self.config
         return SearchResult(
@@ -212,12 +218,88 @@ class Run:
             metric_note=config.metric_note or "",
             seconds=seconds,
             config=self.info.config,
-            pareto=self.pareto(),
+            pareto=self.pareto(trials=trials),
         )
 
 
 class SearchStopped(KeyboardInterrupt):
     """Raised inside a search whose event stream the caller stopped reading (the run stays resumable)."""
+
+
+class AnswerRefused(UserError):
+    """An answer to an approval pause that cannot be taken now: the run is not paused (any more), another
+    answer was taken first, or another process runs it. (A malformed reply is a plain :class:`UserError`.)"""
+
+
+class BackgroundSearch:
+    """A run answered with :meth:`Workspace.approve_in_background` and going on without the caller.
+
+    Either a thread of this process drives it (holding the run's one-writer claim) until its next pause or
+    its end, or the LangGraph server that hosts it took the answer (``hosted_by``: its address). The
+    thread outlives whoever asked; :meth:`stop` ends it once the step in flight (a batch being evaluated)
+    is done; the run stays resumable.
+    """
+
+    def __init__(self, run_id: str, reply: dict[str, Any], hosted_by: str | None = None) -> None:
+        self.run_id = run_id
+        self.reply = reply
+        self.hosted_by = hosted_by
+        self.result: SearchResult | None = None
+        self.error: BaseException | None = None
+        self.started_at = time.time()
+        self.thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        if hosted_by is not None:
+            self._done.set()
+
+    @property
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> SearchResult | None:
+        """The result once the run paused again or ended (None if ``timeout`` passed, or when hosted)."""
+        self._done.wait(timeout)
+        if self.error is not None and not isinstance(self.error, SearchStopped):
+            raise self.error
+        return self.result
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop the run at its next event (once the step in flight is done); True when it has stopped."""
+        self._stop.set()
+        return self._done.wait(timeout)
+
+    def _progress(self, forward: ProgressFn | None) -> ProgressFn:
+        def on_progress(event: dict[str, Any]) -> None:
+            if self._stop.is_set():
+                raise SearchStopped(f"run '{self.run_id}' was stopped")
+            if forward is not None:
+                forward(event)
+
+        return on_progress
+
+    def _run(self, drive: Callable[[ProgressFn], SearchResult], forward: ProgressFn | None) -> None:
+        def work() -> None:
+            try:
+                self.result = drive(self._progress(forward))
+            except BaseException as e:  # kept for whoever looks; the run's status says it too
+                self.error = e
+            finally:
+                self._done.set()
+
+        # A daemon: a process that is made to quit does not wait for the run, which stays resumable.
+        self.thread = threading.Thread(target=work, name=f"collm-nas-run-{self.run_id}", daemon=True)
+        self.thread.start()
+
+
+@dataclass
+class _Answer:
+    """An answer checked against the pause it answers, ready to be applied."""
+
+    run: Run
+    reply: Any  # engine.approval.Reply
+    loop: SearchLoop | None  # None when a LangGraph server hosts the run
+    host: dict[str, Any] | None
 
 
 class Workspace:
@@ -350,13 +432,44 @@ class Workspace:
             with open_llm(config.llm, config.role_options(), log_path=log_path, roles=strategy.llm_roles) as roles:
                 yield roles
 
+    def _claim(self, run_id: str, seen: float | None) -> None:
+        """Make this process (and in it, the caller's thread) the run's only writer, or refuse in one line.
+
+        One writer per run: a second process is refused by the store, and so is one that decided to go on
+        from a state (``seen``: the run's updated_at it read) that another process has changed since; a
+        second thread of this process is refused here (the store cannot tell two threads apart).
+        """
+        with _driving_lock:
+            if run_id in _driving:
+                raise AnswerRefused(f"run '{run_id}' is already going on in this process (an earlier command or "
+                                    "answer took it); wait for its next pause or its end")
+            _driving.add(run_id)
+        try:
+            self.store.claim(run_id, seen=seen)
+        except BaseException:
+            with _driving_lock:
+                _driving.discard(run_id)
+            raise
+
     def _drive(self, run_id: str, config: RunConfig, graph_input: Any, on_progress: ProgressFn | None,
                llm_roles: "LLMRoles | None" = None, *, seen: float | None = None,
-               loop: SearchLoop | None = None) -> SearchResult:
+               loop: SearchLoop | None = None, claimed: bool = False) -> SearchResult:
+        if not claimed:
+            try:
+                self._claim(run_id, seen)
+            except BaseException:
+                if loop is not None:
+                    loop.close()
+                raise
+        try:
+            return self._drive_claimed(run_id, config, graph_input, on_progress, llm_roles, loop)
+        finally:
+            with _driving_lock:
+                _driving.discard(run_id)
+
+    def _drive_claimed(self, run_id: str, config: RunConfig, graph_input: Any, on_progress: ProgressFn | None,
+                       llm_roles: "LLMRoles | None", loop: SearchLoop | None) -> SearchResult:
         started = time.perf_counter()
-        # One writer per run: a second process is refused here, and so is one that decided to go on
-        # from a state (``seen``: the run's updated_at it read) that another process has changed since.
-        self.store.claim(run_id, seen=seen)
         loop = loop or self._loop(run_id, config)
         run_config = {"configurable": {"thread_id": run_id}, "recursion_limit": 12 * config.budget + 60}
         log_path = self.runs_dir / "logs" / f"{run_id}.llm-server.log"
@@ -574,8 +687,9 @@ class Workspace:
             return notes["pause"]
         return None
 
-    def _answer_on_server(self, run_id: str, host: dict[str, Any], reply: Any) -> SearchResult:
-        """Resume a run paused inside a LangGraph server with ``reply``, through that server's API."""
+    def _answer_on_server(self, run_id: str, host: dict[str, Any], reply: Any, *, wait: bool = True) -> SearchResult:
+        """Resume a run paused inside a LangGraph server with ``reply``, through that server's API (``wait``:
+        until the run paused again or ended there; else only until the server took the answer)."""
         url = host.get("url")
         if not url:
             raise UserError(f"run '{run_id}' is paused inside a LangGraph server whose address is unknown; "
@@ -587,32 +701,33 @@ class Workspace:
                             "needs the studio extra: pip install 'collm-nas[studio]'") from None
         started = time.perf_counter()
         client = get_sync_client(url=url)
+        send = client.runs.wait if wait else client.runs.create
         try:
-            client.runs.wait(host["thread_id"], host.get("assistant_id") or "search",
-                             command={"resume": reply.to_dict()}, multitask_strategy="reject")
+            send(host["thread_id"], host.get("assistant_id") or "search", command={"resume": reply.to_dict()},
+                 multitask_strategy="reject")
         except Exception as e:  # the server is gone, or refused the answer (another one is being applied)
-            raise UserError(f"the LangGraph server at {url} that runs '{run_id}' did not take the answer "
-                            f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); answer it in Studio, "
-                            "or start the server again") from None
+            raise AnswerRefused(f"the LangGraph server at {url} that runs '{run_id}' did not take the answer "
+                                f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); answer it in Studio, "
+                                "or start the server again") from None
         return self.result(run_id, seconds=time.perf_counter() - started)
 
-    def approve(self, run_id: str, decision: str | dict[str, Any] = "approve", *, drop: Sequence[str] = (),
-                add: Sequence[str] = (), comment: str | None = None, on_progress: ProgressFn | None = None,
-                llm_roles: "LLMRoles | None" = None) -> SearchResult:
-        """Answer a paused run and go on until its end or its next pause.
-
-        ``decision`` is ``approve``, ``edit`` (with ``drop`` and/or ``add``
-        codes) or ``reject`` (``comment`` reaches the Navigator's next round);
-        a dict reply as the graph takes it is accepted too. A refused edit
-        raises a one-line :class:`UserError` and the pause stays open.
-        """
+    def _answer(self, run_id: str, decision: str | dict[str, Any], drop: Sequence[str], add: Sequence[str],
+                comment: str | None, expect_round: int | None, llm_roles: "LLMRoles | None") -> _Answer:
+        """Check an answer against the run's open pause; refuse it in one line, changing nothing."""
         run = self.run(run_id)
         host = self.store.notes(run_id).get("host")
         if run.info.process_alive and not host:
-            raise UserError(f"run '{run_id}' is being run by process {run.info.pid}; wait for it to pause")
+            raise AnswerRefused(f"run '{run_id}' is being run by process {run.info.pid}; wait for it to pause")
+        with _driving_lock:
+            if run_id in _driving:
+                raise AnswerRefused(f"run '{run_id}' is already going on in this process (an earlier answer was "
+                                    "taken); wait for its next pause")
         pending = self.pending_approval(run_id)
         if pending is None:
-            raise UserError(f"run '{run_id}' is not waiting for approval (status: {run.info.display_status})")
+            raise AnswerRefused(f"run '{run_id}' is not waiting for approval (status: {run.info.display_status})")
+        if expect_round is not None and pending["round"] != expect_round:
+            raise AnswerRefused(f"the pause of round {expect_round} of run '{run_id}' was answered already; the run "
+                                f"now waits at round {pending['round']}: look at that batch first")
         raw: Any = dict(decision) if isinstance(decision, dict) else {"action": decision}
         if not isinstance(decision, dict):
             if drop or add:
@@ -623,22 +738,87 @@ class Workspace:
         loop = self._loop(run_id, config)
         from collm_nas.engine.approval import Pause
 
-        batch = [c["ncode"] for c in pending["candidates"]]
-        # Refuse a bad reply before resuming, so it changes nothing.
-        reply = loop.check_reply(Pause(pending, batch, pending["evaluated"]), raw)
-        if host and self.store.notes(run_id).get("pause") == pending:  # paused inside a LangGraph server
+        try:
+            batch = [c["ncode"] for c in pending["candidates"]]
+            # Refuse a bad reply before resuming, so it changes nothing.
+            reply = loop.check_reply(Pause(pending, batch, pending["evaluated"]), raw)
+            if host and self.store.notes(run_id).get("pause") == pending:  # paused inside a LangGraph server
+                loop.close()
+                return _Answer(run, reply, None, host)
+            self._check_llm(run_id, config, llm_roles)
+            require_backend(config.backend or "serial")
+        except BaseException:
             loop.close()
-            return self._answer_on_server(run_id, host, reply)
-        self._check_llm(run_id, config, llm_roles)
-        require_backend(config.backend or "serial")
-        return self._drive(run_id, config, Command(resume=reply.to_dict()), on_progress, llm_roles,
-                           seen=run.info.updated_at, loop=loop)
+            raise
+        return _Answer(run, reply, loop, None)
+
+    def approve(self, run_id: str, decision: str | dict[str, Any] = "approve", *, drop: Sequence[str] = (),
+                add: Sequence[str] = (), comment: str | None = None, expect_round: int | None = None,
+                on_progress: ProgressFn | None = None, llm_roles: "LLMRoles | None" = None) -> SearchResult:
+        """Answer a paused run and go on until its end or its next pause.
+
+        ``decision`` is ``approve``, ``edit`` (with ``drop`` and/or ``add``
+        codes) or ``reject`` (``comment`` reaches the Navigator's next round);
+        a dict reply as the graph takes it is accepted too (ours, or LangChain's
+        ``{"decisions": [...]}``). A refused edit raises a one-line
+        :class:`UserError` and the pause stays open. ``expect_round``: the
+        round of the pause being answered; an answer meant for a pause that
+        was answered already is refused (:class:`AnswerRefused`), never applied
+        to the next one.
+        """
+        answer = self._answer(run_id, decision, drop, add, comment, expect_round, llm_roles)
+        if answer.host is not None:
+            return self._answer_on_server(run_id, answer.host, answer.reply)
+        return self._drive(run_id, answer.run.config, Command(resume=answer.reply.to_dict()), on_progress, llm_roles,
+                           seen=answer.run.info.updated_at, loop=answer.loop)
+
+    def check_answer(self, run_id: str, decision: str | dict[str, Any] = "approve", *, drop: Sequence[str] = (),
+                     add: Sequence[str] = (), comment: str | None = None,
+                     expect_round: int | None = None) -> dict[str, Any]:
+        """Whether :meth:`approve` would take this answer now, taking nothing: the reply as it would be
+        applied; a refusal raises what :meth:`approve` would raise (the checker's reason for a bad edit)."""
+        answer = self._answer(run_id, decision, drop, add, comment, expect_round, None)
+        if answer.loop is not None:
+            answer.loop.close()
+        return answer.reply.to_dict()
+
+    def approve_in_background(self, run_id: str, decision: str | dict[str, Any] = "approve", *,
+                              drop: Sequence[str] = (), add: Sequence[str] = (), comment: str | None = None,
+                              expect_round: int | None = None, on_progress: ProgressFn | None = None,
+                              llm_roles: "LLMRoles | None" = None) -> BackgroundSearch:
+        """:meth:`approve`, returning as soon as the answer is taken (what the dashboard does).
+
+        Everything that can refuse the answer happens before this returns — the reply checked against the
+        pause, the run claimed for this process (one writer: a second answer is refused) — then a thread
+        of this process goes on with the run until its next pause or its end. A run hosted by a LangGraph
+        server goes on there.
+        """
+        answer = self._answer(run_id, decision, drop, add, comment, expect_round, llm_roles)
+        if answer.host is not None:
+            self._answer_on_server(run_id, answer.host, answer.reply, wait=False)
+            return BackgroundSearch(run_id, answer.reply.to_dict(), hosted_by=answer.host.get("url"))
+        try:
+            self._claim(run_id, seen=answer.run.info.updated_at)
+        except UserError as e:
+            answer.loop.close()
+            raise AnswerRefused(str(e)) from None
+        except BaseException:
+            answer.loop.close()
+            raise
+        handle = BackgroundSearch(run_id, answer.reply.to_dict())
+        config = answer.run.config
+        handle._run(lambda progress: self._drive(run_id, config, Command(resume=answer.reply.to_dict()), progress,
+                                                 llm_roles, loop=answer.loop, claimed=True), on_progress)
+        return handle
 
 
 # Checkpoints are pruned as a run goes on, every this many rounds (and when it stops).
 PRUNE_EVERY_ROUNDS = 25
 _stores: dict[str, TrialStore] = {}
 _stores_lock = threading.Lock()
+# Runs a thread of this process is driving now (the store's claim cannot tell two threads apart).
+_driving: set[str] = set()
+_driving_lock = threading.Lock()
 
 
 def _open_store(locator: str) -> TrialStore:
@@ -672,5 +852,5 @@ def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
     return _workspace(runs_dir).runs()
 
 
-__all__ = ["Run", "RunHistory", "SearchResult", "SearchStopped", "Workspace", "list_runs", "load_run", "resume",
-           "search", "spec_from"]
+__all__ = ["AnswerRefused", "BackgroundSearch", "Run", "RunHistory", "SearchResult", "SearchStopped", "Workspace",
+           "list_runs", "load_run", "resume", "search", "spec_from"]

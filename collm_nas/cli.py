@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from collm_nas.core import UserError
-from collm_nas.faces import add_spec_arguments, spec_overrides
+from collm_nas.faces import add_spec_arguments, run_task, spec_overrides
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -129,7 +129,50 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     ex.add_argument("--out", required=True, help="JSON-lines file to write")
     ex.add_argument("--pool-size", type=int, default=10, help="candidates per sample (default 10)")
+    ex.add_argument("--format", choices=["compact", "full"], default="compact",
+                    help="compact (default): what 'collm-nas finetune' trains on, ~200 tokens a sample, the bare "
+                         "code as the answer; full: the untuned ranker's prompt with the space described")
+    ex.add_argument("--stride", type=int, default=1, help="one sample every N steps of a run (default 1: every step)")
     _common(ex)
+
+    db = sub.add_parser("dashboard", help="a local web dashboard: watch runs, compare them, answer approval pauses",
+                        description="Serve the web dashboard until Ctrl-C (prints its URL). Loopback only unless "
+                                    "--host says otherwise; then every request needs the printed token "
+                                    "(or $COLLM_NAS_DASHBOARD_TOKEN).")
+    db.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    db.add_argument("--port", type=int, default=8731, help="port (default 8731; 0: any free port)")
+    _table_flag(db)
+    _common(db)
+
+    ft = sub.add_parser("finetune", help="LoRA-tune a local model into a better ranker on finished runs' samples",
+                        description="Supervised LoRA fine-tuning of a causal LM on the ranker's own samples (loss on "
+                                    "the answer only); writes OUT/ranker.gguf, OUT/adapter and OUT/ranker.json. "
+                                    "Search with it: --strategy lmsearcher --llm local --llm-model OUT. Ctrl-C or a "
+                                    "kill keeps the last checkpoint: the same command resumes.")
+    ft.add_argument("--data", nargs="+", default=[], metavar="FILE.jsonl",
+                    help="samples written by export-trajectories")
+    ft.add_argument("--runs", nargs="+", default=[], metavar="RUN_ID", help="finished runs to take samples from")
+    ft.add_argument("--out", required=True, help="folder for the tuned model (and its checkpoint)")
+    ft.add_argument("--base", default="local",
+                    help="local (the embedded SmolLM2-135M-Instruct, default), a GGUF file, or a Hugging Face "
+                         "model folder")
+    ft.add_argument("--epochs", type=int, default=1, help="passes over the training samples (default 1)")
+    ft.add_argument("--max-samples", type=int, help="use at most N samples, drawn by --seed (default: all)")
+    ft.add_argument("--lora-rank", type=int, default=8, help="LoRA rank (default 8)")
+    ft.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
+    ft.add_argument("--batch-size", type=int, default=4, help="samples per optimiser step (default 4)")
+    ft.add_argument("--holdout", type=float, default=0.1,
+                    help="share of the runs held out to score picks after each epoch (default 0.1)")
+    ft.add_argument("--seed", type=int, default=0, help="seed of the sample choice, split, order and LoRA init")
+    ft.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ft.add_argument("--threads", type=int, help="CPU threads (default: 1 on small machines)")
+    ft.add_argument("--save-every", type=int, default=10, help="optimiser steps between checkpoints (default 10)")
+    ft.add_argument("--max-steps", type=int, help="stop after N optimiser steps (a quick look)")
+    ft.add_argument("--gguf-type", choices=["f16", "q8_0"], default="f16",
+                    help="storage of the merged weights in ranker.gguf (default f16: as fast to serve here as "
+                         "q8_0 and true to the trained weights; q8_0 is 40%% smaller)")
+    ft.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _common(ft)
 
     llm = sub.add_parser("llm", help="the embedded local model")
     llm_sub = llm.add_subparsers(dest="llm_command", required=True, metavar="ACTION")
@@ -430,7 +473,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             "status": info.display_status,
             "stop_reason": info.stop_reason,
             "space": cfg.get("space"),
-            "dataset": _task(cfg),
+            "dataset": run_task(cfg),
             "strategy": cfg.get("strategy"),
             "evaluations": info.n_trials,
             "budget": cfg.get("budget"),
@@ -534,18 +577,6 @@ def _llm_text(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _task(cfg: dict[str, Any]) -> str | None:
-    """What a run searched, in a few words: the table's dataset, evaluator:dataset, or the evaluator."""
-    from collm_nas.evaluators import EVALUATORS
-
-    label = EVALUATORS.info(cfg.get("evaluator") or "", "label", "space")
-    if label == "dataset":
-        return cfg.get("dataset")
-    if label == "space-dataset":
-        return f"{cfg.get('evaluator')}:{cfg.get('dataset')}"
-    return cfg.get("evaluator")
-
-
 def cmd_plot(args: argparse.Namespace) -> int:
     from collm_nas.evaluators import run_label
     from collm_nas.plotting import best_so_far, plot_curves
@@ -586,8 +617,46 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UserError(f"--pool-size must be at least 2, got {args.pool_size}")
     ws = _workspace(args)
     runs = [ws.run(run_id) for run_id in args.run_ids]
-    count = export_trajectories(runs, args.out, pool_size=args.pool_size)
+    count = export_trajectories(runs, args.out, pool_size=args.pool_size, style=args.format, stride=args.stride)
     print(f"wrote {count} samples from {len(runs)} run(s) to {args.out}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from collm_nas.dashboard.serve import serve
+
+    return serve(host=args.host, port=args.port, runs_dir=args.runs_dir, store=args.store, table=args.table)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    import signal
+
+    from collm_nas.agents.finetune import FinetuneOptions
+    from collm_nas.trajectories import finetune_ranker
+
+    options = FinetuneOptions(epochs=args.epochs, max_samples=args.max_samples, lora_rank=args.lora_rank, lr=args.lr,
+                              batch_size=args.batch_size, holdout=args.holdout, seed=args.seed, device=args.device,
+                              threads=args.threads, save_every=args.save_every, max_steps=args.max_steps,
+                              gguf_type=args.gguf_type)
+    options.check()
+    runs = [_workspace(args).run(run_id) for run_id in args.runs] if args.runs else []
+
+    def interrupt(signum, frame):  # SIGTERM saves the checkpoint like Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        result = finetune_ranker(args.out, data=args.data, runs=runs, base=args.base, options=options,
+                                 progress=not args.no_progress, log=lambda text: print(text, flush=True))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if result.manifest.get("gguf") is None:
+        from collm_nas.agents.finetune import HF_BASE_HINT
+
+        print(f"tuned model merged into {result.out / 'merged'} (no GGUF file: the base was a Hugging Face folder); "
+              + HF_BASE_HINT.format(out=result.out))
+        return 0
+    print(f"tuned ranker in {result.out}: search with --strategy lmsearcher --llm local --llm-model {result.out}")
     return 0
 
 
@@ -676,8 +745,10 @@ COMMANDS = {
     "encode": cmd_encode,
     "decode": cmd_decode,
     "llm": cmd_llm,
+    "dashboard": cmd_dashboard,
     "plot": cmd_plot,
     "export-trajectories": cmd_export,
+    "finetune": cmd_finetune,
     "check": cmd_check,
 }
 
@@ -689,6 +760,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"collm-nas: error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:
+        print("collm-nas: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
 

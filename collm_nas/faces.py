@@ -193,3 +193,15 @@ def studio_request_model(once: Any, shared: tuple[str, ...] = ("strategy", "run_
                         "_one_string": field_validator(*_list_fields("studio"), mode="before")(_one_string)},
         **fields,
     )
+
+
+def run_task(cfg: dict[str, Any]) -> str | None:
+    """What a run searched, in a few words: the table's dataset, evaluator:dataset, or the evaluator."""
+    from collm_nas.evaluators import EVALUATORS
+
+    label = EVALUATORS.info(cfg.get("evaluator") or "", "label", "space")
+    if label == "dataset":
+        return cfg.get("dataset")
+    if label == "space-dataset":
+        return f"{cfg.get('evaluator')}:{cfg.get('dataset')}"
+    return cfg.get("evaluator")

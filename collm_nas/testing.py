@@ -105,6 +105,8 @@ class StoreContract:
         store.add_round("r1", 2, {"evaluated": 5})
         assert store.rounds("r1") == [{"round": 1, "evaluated": 2}, {"round": 2, "evaluated": 5}]
         assert store.rounds("other") == []
+        assert store.rounds("r1", after_round=1) == [{"round": 2, "evaluated": 5}]
+        assert store.rounds("r1", after_round=2) == []
 
     def test_status_and_summary(self, store: TrialStore) -> None:
         store.create_run("r1", {})

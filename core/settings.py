@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     store: str | None = None
     # Checkpoints kept besides the last of every round (older ones are pruned as a run goes on).
     keep_checkpoints: int = 20
+    # The dashboard's token: every request must carry it (when unset, only a dashboard listening beyond
+    # loopback asks for one, made up and printed at start).
+    dashboard_token: str | None = None
+    # Trials the dashboard reads ahead at start, newest runs first, so that their pages open warm (0: none).
+    dashboard_preload: int = 50_000
 
     def table_path(self, override: str | Path | None = None) -> str:
         """The table path to use: the override, the setting, or the first default that exists."""

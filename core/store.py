@@ -145,7 +145,8 @@ class TrialStore(ABC):
         """Write a round's figures (a re-run round replaces them)."""
 
     @abstractmethod
-    def rounds(self, run_id: str) -> list[dict[str, Any]]: ...
+    def rounds(self, run_id: str, after_round: int = 0) -> list[dict[str, Any]]:
+        """The run's round figures in round order (only the rounds numbered above ``after_round``)."""
 
     # ----------------------------------------------------------------- notes
     @abstractmethod

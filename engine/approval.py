@@ -27,7 +27,10 @@ from collm_nas.core import UserError
 APPROVAL_MODES = ("never", "every_round", "over_cost")
 ACTIONS = ("approve", "edit", "reject")
 REPLY_HELP = ('reply "approve"; {"action": "edit", "drop": [codes], "add": [codes]}; '
-              'or {"action": "reject", "comment": "..."}')
+              'or {"action": "reject", "comment": "..."} (or LangChain\'s {"decisions": [{"type": ...}]})')
+# LangChain's human-in-the-loop form: the one action a pause asks about, and the decisions it allows.
+HITL_ACTION = "evaluate_batch"
+HITL_DECISIONS = ("approve", "edit", "reject")
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,63 @@ class Reply:
         return out
 
 
-def parse_reply(raw: Any) -> Reply:
-    """A person's answer as a :class:`Reply`; a malformed one is a one-line :class:`UserError`."""
+def hitl_request(batch: list[str], description: str) -> dict[str, Any]:
+    """The pause in LangChain's human-in-the-loop request form (``HITLRequest``): one action, three decisions."""
+    return {
+        "action_requests": [{"name": HITL_ACTION, "args": {"codes": list(batch)}, "description": description}],
+        "review_configs": [{
+            "action_name": HITL_ACTION,
+            "allowed_decisions": list(HITL_DECISIONS),
+            "args_schema": {"type": "object", "required": ["codes"], "properties": {"codes": {
+                "type": "array", "items": {"type": "string"},
+                "description": "the NCodes to evaluate: drop some, add legal unseen ones"}}},
+        }],
+    }
+
+
+def from_decisions(raw: dict[str, Any], batch: list[str] | None) -> dict[str, Any]:
+    """LangChain's ``{"decisions": [...]}`` resume value as our reply (one decision: the pause asks about one
+    action); an edit's new batch becomes the codes dropped from and added to ``batch``."""
+    decisions = raw.get("decisions")
+    if set(raw) != {"decisions"} or not isinstance(decisions, list) or len(decisions) != 1 \
+            or not isinstance(decisions[0], dict):
+        raise UserError(f"a decisions reply holds exactly one decision (the pause asks about one action, "
+                        f"{HITL_ACTION}); {REPLY_HELP}")
+    decision = decisions[0]
+    kind = str(decision.get("type") or "").strip().lower()
+    if kind not in HITL_DECISIONS:
+        raise UserError(f"unknown decision type '{kind}'; one of {', '.join(HITL_DECISIONS)}")
+    if kind == "approve":
+        return {"action": "approve"}
+    if kind == "reject":
+        return {"action": "reject", "comment": str(decision.get("message") or "")}
+    action = decision.get("edited_action")
+    args = action.get("args") if isinstance(action, dict) else None
+    codes = args.get("codes") if isinstance(args, dict) else None
+    if isinstance(codes, str):
+        codes = codes.replace(",", " ").split()
+    if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+        raise UserError(f'an edit decision needs edited_action {{"name": "{HITL_ACTION}", "args": {{"codes": '
+                        '[NCodes]}}: the whole new batch')
+    if batch is None:
+        raise UserError("an edit decision can only be read against the paused batch")
+    codes = list(dict.fromkeys(c.strip() for c in codes if c.strip()))
+    drop = [c for c in batch if c not in codes]
+    add = [c for c in codes if c not in batch]
+    if not drop and not add:
+        return {"action": "approve"}  # the batch as it was
+    return {"action": "edit", "drop": drop, "add": add}
+
+
+def parse_reply(raw: Any, batch: list[str] | None = None) -> Reply:
+    """A person's answer as a :class:`Reply`; a malformed one is a one-line :class:`UserError`.
+
+    ``batch`` (the paused batch) is needed to read a LangChain edit decision, which names the new batch.
+    """
     if isinstance(raw, str):
         raw = {"action": raw.strip().lower()}
+    if isinstance(raw, dict) and "decisions" in raw:
+        raw = from_decisions(raw, batch)
     if not isinstance(raw, dict):
         raise UserError(f"an approval reply must be a string or an object, not {type(raw).__name__}; {REPLY_HELP}")
     action = str(raw.get("action") or raw.get("decision") or "").strip().lower()
@@ -129,7 +185,7 @@ class CostEstimate:
         return float(sum(values))  # type: ignore[arg-type]
 
 
-def _seconds(cost: dict[str, float]) -> float | None:
+def cost_seconds(cost: dict[str, float]) -> float | None:
     """Seconds of a cost record: its ``*_s`` figures added up."""
     parts = [float(v) for k, v in cost.items() if k.endswith("_s") and isinstance(v, (int, float)) and math.isfinite(v)]
     return sum(parts) if parts else None
@@ -138,11 +194,11 @@ def _seconds(cost: dict[str, float]) -> float | None:
 def estimate_costs(batch: list[str], evaluator: Any, trials: Any) -> CostEstimate:
     """The evaluator's own estimate where it has one, else the run's mean measured seconds per trial."""
     out = CostEstimate(source="evaluator estimate")
-    measured = [s for s in (_seconds(t.cost) for t in trials if t.cost) if s is not None]
+    measured = [s for s in (cost_seconds(t.cost) for t in trials if t.cost) if s is not None]
     mean = sum(measured) / len(measured) if measured else None
     used_mean = False
     for code in batch:
-        own = _seconds(evaluator.estimate_cost(code) or {})
+        own = cost_seconds(evaluator.estimate_cost(code) or {})
         if own is None:
             own, used_mean = mean, True
         out.per_code[code] = own
@@ -184,16 +240,21 @@ def pause_payload(*, run_id: str, round_no: int, batch: list[str], space: Any, c
             "problems": [p["message"] for p in report["problems"]],
             "estimated_cost_s": estimate.per_code.get(code),
         })
-    shown_strategy = None
-    if strategy:
-        shown_strategy = {k: strategy.get(k) for k in ("summary", "patterns", "directions", "constraints")
-                          if strategy.get(k)}
+    shown = strategy_shown(strategy)
+    total = estimate.total
+    description = "\n".join([
+        f"Round {round_no} ({reason}): evaluate {len(batch)} architecture(s); {budget - evaluated} of {budget} "
+        f"evaluations left; estimated cost {'unknown' if total is None else f'{total:.3g} s'}.",
+        f"Strategy: {(shown or {}).get('summary') or '-'}",
+        *(f"- {c['ncode']}: {c['arch'] or '; '.join(c['problems'])}" for c in candidates),
+        *([f"Last answer refused: {error}"] if error else []),
+    ])
     return {
         "kind": "approval",
         "run_id": run_id,
         "round": round_no,
         "reason": reason,
-        "strategy": shown_strategy,
+        "strategy": shown,
         "candidates": candidates,
         "estimated_cost_s": estimate.total,
         "cost_source": estimate.source,
@@ -202,4 +263,13 @@ def pause_payload(*, run_id: str, round_no: int, batch: list[str], space: Any, c
         "budget_left": budget - evaluated,
         "error": error,
         "reply": REPLY_HELP,
+        **hitl_request(batch, description),
     }
+
+
+def strategy_shown(strategy: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The Navigator's strategy as a person reads it (its working data left out); None when there is none."""
+    if not strategy:
+        return None
+    return {k: strategy.get(k) for k in ("summary", "patterns", "directions", "constraints", "example_codes")
+            if strategy.get(k)} or None

@@ -34,7 +34,8 @@ from collm_nas.agents import STRATEGIES, Coordinator, Screening, StopRule, make_
 from collm_nas.core import (Objective, Objectives, RoundContext, RunConfig, SearchGoal, SearchSpace, SearchStrategy,
                             Strategy, ToolCallsPending, TrialStore, UserError, stale_rounds)
 from collm_nas.core.store import FINISHED
-from collm_nas.engine.approval import Pause, apply_edit, estimate_costs, needs_approval, parse_reply, pause_payload
+from collm_nas.engine.approval import (Pause, apply_edit, estimate_costs, needs_approval, parse_reply, pause_payload,
+                                       strategy_shown)
 from collm_nas.engine.figures import llm_figures
 from collm_nas.engine.prior import Prior, load_prior
 from collm_nas.evaluators import EvaluatorSpec, ParallelEvaluator
@@ -337,7 +338,7 @@ class SearchLoop:
 
     def check_reply(self, pause: Pause, raw: Any) -> Any:
         """A person's reply to ``pause``, checked; a refused one is a one-line UserError (the pause stays)."""
-        reply = parse_reply(raw)
+        reply = parse_reply(raw, pause.batch)
         if reply.action == "edit":
             apply_edit(pause.batch, reply, checker=self.checker, evaluated=self.history,
                        budget_left=self.config.budget - pause.evaluated)
@@ -350,7 +351,8 @@ class SearchLoop:
         if reply.action == "reject":
             self.store.add_round(self.run_id, state["round"], {
                 **figures, "evaluated": 0, "failed": 0, "total_evaluated": pause.evaluated, "rejected": True,
-                "strategy": (state.get("strategy") or {}).get("summary")})
+                "strategy": (state.get("strategy") or {}).get("summary"),
+                "navigator": strategy_shown(state.get("strategy"))})
             return {"batch": [], "screening": figures, "human_comment": reply.comment or "(no comment given)"}
         if reply.action == "edit":
             edited = apply_edit(pause.batch, reply, checker=self.checker, evaluated=self.history,
@@ -397,6 +399,7 @@ class SearchLoop:
             **({"front_size": len(self.objectives.front(self.history.trials()))} if self.multi_objective else {}),
             "seconds": round(time.time() - state.get("round_started", time.time()), 6),
             "strategy": (state.get("strategy") or {}).get("summary"),
+            "navigator": strategy_shown(state.get("strategy")),  # the strategy as the Navigator wrote it
         }
         if self.strategy.uses_llm and self.config.llm != "none":
             figures["llm"] = llm_figures(state.get("llm_calls") or [])

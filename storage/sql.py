@@ -345,9 +345,9 @@ class BaseTrialStore(TrialStore):
         args = (run_id, round_no, json.dumps(figures), time.time())
         self._transaction(lambda c: self._exec(c, _ADD_ROUND, args), f"record round {round_no}", run_id)
 
-    def rounds(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self._rows("SELECT round, figures FROM rounds WHERE run_id = ? ORDER BY round", (run_id,),
-                          "read the run's rounds", run_id)
+    def rounds(self, run_id: str, after_round: int = 0) -> list[dict[str, Any]]:
+        rows = self._rows("SELECT round, figures FROM rounds WHERE run_id = ? AND round > ? ORDER BY round",
+                          (run_id, after_round), "read the run's rounds", run_id)
         return [{"round": r["round"], **json.loads(r["figures"])} for r in rows]
 
     # ----------------------------------------------------------------- notes

@@ -99,6 +99,43 @@ def test_graph_keeps_the_pause_open_on_an_invalid_edit_sent_straight_to_it(ws: W
     assert _codes(ws, "g") == [batch[0]]  # the edit after two refusals took effect, once
 
 
+def test_the_pause_also_speaks_langchains_human_in_the_loop_form(ws: Workspace) -> None:
+    """The interrupt carries a HITLRequest (action_requests, review_configs) and takes the
+    {"decisions": [...]} resume value, through the API and straight through the graph."""
+    ws.search(strategy="random", budget=8, batch_size=2, seed=0, run_id="h", approval="every_round")
+    pause = ws.pending_approval("h")
+    batch = [c["ncode"] for c in pause["candidates"]]
+    (action,) = pause["action_requests"]
+    assert action["name"] == "evaluate_batch" and action["args"] == {"codes": batch}
+    assert "Round 1" in action["description"] and batch[0] in action["description"]
+    (review,) = pause["review_configs"]
+    assert review["action_name"] == "evaluate_batch" and review["allowed_decisions"] == ["approve", "edit", "reject"]
+    assert review["args_schema"]["properties"]["codes"]["type"] == "array"
+    edited = {"decisions": [{"type": "edit", "edited_action": {"name": "evaluate_batch",
+                                                               "args": {"codes": [batch[1], "333132"]}}}]}
+    ws.approve("h", edited)
+    assert _codes(ws, "h") == [batch[1], "333132"]
+    assert ws.run("h").rounds()[0]["human"] == {"action": "edit", "drop": [batch[0]], "add": ["333132"],
+                                                "batch": [batch[1], "333132"]}
+    for bad, why in [({"decisions": [{"type": "edit", "edited_action": {"name": "evaluate_batch",
+                                                                        "args": {"codes": ["000000"]}}}]},
+                      "cannot add '000000'"),
+                     ({"decisions": [{"type": "respond"}]}, "unknown decision type 'respond'"),
+                     ({"decisions": [{"type": "approve"}, {"type": "approve"}]}, "exactly one decision")]:
+        with pytest.raises(UserError, match=why):
+            ws.approve("h", bad)
+    ws.approve("h", {"decisions": [{"type": "reject", "message": "more convolutions"}]})
+    assert ws.run("h").rounds()[1]["human"] == {"action": "reject", "comment": "more convolutions"}
+    # Straight to the graph, as Agent Chat UI or Studio would send it: an unchanged edit is an approval.
+    second = [c["ncode"] for c in ws.pending_approval("h")["candidates"]]
+    config = {"configurable": {"thread_id": "h"}}
+    context = SearchContext(loop=ws._loop("h", ws.run("h").config))
+    same = {"decisions": [{"type": "edit", "edited_action": {"name": "evaluate_batch", "args": {"codes": second}}}]}
+    with Checkpointer(ws.store_url) as saver:
+        list(build_graph(saver).stream(Command(resume=same), config, context=context, durability="sync"))
+    assert _codes(ws, "h")[2:] == second and ws.run("h").rounds()[2]["human"] == {"action": "approve"}
+
+
 def test_over_cost_pauses_only_when_the_estimate_is_unknown_or_too_high(ws: Workspace) -> None:
     with pytest.raises(UserError, match="needs a threshold"):
         ws.search(strategy="rea", budget=4, run_id="x", approval="over_cost")

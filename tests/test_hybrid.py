@@ -103,3 +103,40 @@ def test_hybrid_with_llm_none_is_the_fallback_strategy(tmp_path, table_path):
                        budget=15, seed=0, run_id="n")
     assert result.evaluations == 15
     assert ws.run("n").config.fallback == "lmsearcher"
+
+
+def test_hybrid_with_a_tuned_ranker_model_lets_it_pick_from_the_learned_top_ten(tmp_path, table_path):
+    """A tuned ranker (the compact style, as `--llm local --llm-model DIR` gives it) picks each slot itself."""
+    from collm_nas.agents.chat_models import RetryPolicy, RoleModelConfig
+    from collm_nas.agents.llm_session import LLMRoles
+    from collm_nas.agents.structured import StructuredChat
+
+    proposer = Proposer(seed=5)
+    pools: list[list[str]] = []
+
+    def answer(request: dict) -> Reply:
+        system = next(m["content"] for m in request["messages"] if m["role"] == "system")
+        if "You rank candidate architectures" not in system:
+            return proposer(request)
+        pool = last_user(request).split("\npool:\n", 1)[1].split()
+        pools.append(pool)
+        return Reply.text(pool[-1])  # the learned ranker's tenth: only the LLM would pick it
+
+    fast = RetryPolicy(max_attempts=2, initial_wait_s=0.01, max_wait_s=0.05, max_total_s=5.0, jitter_s=0.0)
+    with FakeOpenAIServer(default=Reply.dynamic(answer)) as server:
+        chats = {role: StructuredChat(RoleModelConfig(role=role, base_url=server.base_url, model="fake",
+                                                      timeout_s=5, retry=fast, decoding="text"))
+                 for role in ("navigator", "generator", "ranker")}
+        roles = LLMRoles("custom", chats, ranker_style="compact", tuned_ranker=True)
+        ws = Workspace(tmp_path / "runs", table_path=table_path)
+        result = ws.search(space="nb201", dataset="cifar10", strategy="hybrid", run_id="t", budget=15,
+                           batch_size=5, seed=0, llm_roles=roles)
+    assert result.evaluations == 15
+    trials = ws.run("t").trials()
+    picked_by_llm = {pool[-1] for pool in pools}
+    assert pools and all(2 <= len(p) <= 10 for p in pools)
+    # Every round after the first: its evaluated codes are the tuned ranker's picks (5 calls a round).
+    later = [t.ncode for t in trials if t.round > 1]
+    assert later and set(later) <= picked_by_llm
+    ranker_calls = sum(r["llm"].get("prompt_tokens_by_role", {}).get("ranker", 0) > 0 for r in ws.run("t").rounds())
+    assert ranker_calls >= 2

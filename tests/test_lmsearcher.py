@@ -103,9 +103,17 @@ def test_exported_trajectories_round_trip_and_point_at_the_true_best(ws: Workspa
         assert 2 <= len(pool) <= 10
         truth = max(pool, key=lambda c: table.value(c, "cifar100_test"))
         assert sample["answer"] == truth
-        assert json.loads(sample["messages"][-1]["content"]) == {"code": truth}
+        assert sample["messages"][-1]["content"] == truth  # compact (the default): the bare code
         assert [m["role"] for m in sample["messages"]] == ["system", "user", "assistant"]
         assert all(code in sample["messages"][1]["content"] for code in pool)
+    full = tmp_path / "full.jsonl"
+    done = subprocess.run([sys.executable, "-m", "collm_nas.cli", "export-trajectories", "src", "--out", str(full),
+                           "--format", "full", "--stride", "5"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    samples = [json.loads(line) for line in full.read_text().splitlines()]
+    assert [s["meta"]["step"] for s in samples] == list(range(5, 39, 5))
+    assert all(json.loads(s["messages"][-1]["content"]) == {"code": s["answer"]} for s in samples)
+    assert all("## Candidate pool" in s["messages"][1]["content"] for s in samples)
 
 
 @pytest.mark.e2e

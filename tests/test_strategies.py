@@ -370,6 +370,25 @@ def test_coordinator_drops_illegal_codes_with_reasons(coordinator):
     assert set(figures["illegal_examples"]) == set(s.illegal)
 
 
+def test_screening_keeps_what_became_of_each_proposal(coordinator):
+    history = FakeHistory([("333132", 91.6)])
+    ctx = make_ctx(NB201, history, quota=2)
+    first = coordinator.screen(["333132", "000000", "333133", "333133", "333134", "333130"], ctx, 2, top_up=False)
+    assert [(v["ncode"], v["verdict"]) for v in first.verdicts()] == [
+        ("333132", "duplicate"), ("000000", "illegal"), ("333133", "accepted"), ("333133", "duplicate"),
+        ("333134", "accepted"), ("333130", "ranked out")]
+    assert "degenerate" in first.verdicts()[1]["why"]
+    # a corrective second pass and a top-up: both passes' proposals, then the fallback's codes
+    ctx = make_ctx(NB201, history, quota=3)
+    one = coordinator.screen(["000000"], ctx, 3, top_up=False)
+    merged = one.merge(coordinator.screen(["333133"], ctx, 3, accepted=one.accepted))
+    verdicts = merged.verdicts()
+    assert [v["verdict"] for v in verdicts] == ["illegal", "accepted", "topped up", "topped up"]
+    assert [v["ncode"] for v in verdicts[2:]] == merged.topped_up
+    assert merged.figures()["verdicts"] == verdicts
+    assert type(merged).from_dict(merged.to_dict()).verdicts() == verdicts  # survives the graph state
+
+
 def test_coordinator_respects_the_quota(coordinator):
     ctx = make_ctx(NB201, FakeHistory(), quota=2)
     proposals = ["333132", "333133", "333134", "333131", "333130"]

@@ -55,6 +55,7 @@ __all__ = [
     "candidates_json_schema",
     "code_language",
     "gbnf_literal",
+    "pick_code_gbnf",
     "pick_gbnf",
     "pick_json_schema",
     "strategy_gbnf",
@@ -577,6 +578,15 @@ def pick_gbnf(codes: Sequence[str]) -> str:
     else:
         rules = "code ::= " + " | ".join(gbnf_literal(json.dumps(c)) for c in pool) + "\n"
     return "\n".join([f"root ::= {root}", *_common_rules()]) + "\n" + rules
+
+
+def pick_code_gbnf(codes: Sequence[str]) -> str:
+    """Grammar for one code of ``codes`` written bare, no JSON around it (the compact ranker's answer)."""
+    pool = _pool(codes)
+    if len({len(c) for c in pool}) == 1:
+        states = CodeLanguage.of_codes(pool).gbnf_rules("code").splitlines()[1:]  # without the quoted form
+        return "\n".join(["root ::= code-s0-0", *states]) + "\n"
+    return "root ::= " + " | ".join(gbnf_literal(c) for c in pool) + "\n"
 
 
 def pick_json_schema(codes: Sequence[str]) -> dict:
