@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 
@@ -47,3 +49,20 @@ def run_cli(args: Sequence[str], env: Mapping[str, str] | None = None, cwd: str 
         finally:
             sys.stdin = old_stdin
     return subprocess.CompletedProcess(["collm-nas", *args], code, out.getvalue(), err.getvalue())
+
+
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], limit_s: float = 120) -> None:
+    """SIGKILL ``proc`` (a real ``collm-nas`` subprocess) as soon as ``ready()`` holds, and reap it.
+
+    Fails the test if the process exits first, or if ``ready`` has not held after ``limit_s`` seconds (a
+    guard against a hung test, not a timing assertion)."""
+    deadline = time.monotonic() + limit_s
+    try:
+        while not ready():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the search made no progress"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()

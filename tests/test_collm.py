@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from collm_nas.agents.collm import extract_codes
 from collm_nas.agents.llm_session import resolve_llm
 from collm_nas.core.errors import UserError
 
+from cli_runner import kill_when
 from fake_openai import FakeOpenAIServer, Reply
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -310,13 +310,7 @@ def test_sigkill_during_an_llm_call_then_resume_loses_and_repeats_nothing(tmp_pa
                 "--run-id", "k", "--json"]
         proc = subprocess.Popen([sys.executable, "-m", "collm_nas.cli", *args], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
-        while state["navigator"] < 3:
-            assert proc.poll() is None, proc.communicate()
-            assert time.time() < deadline, "the search made no progress"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        kill_when(proc, lambda: state["navigator"] >= 3)
         before = _trials(db, "k")
         assert len(before) == 8  # rounds 1 and 2, four each
         state["hang"] = False

@@ -49,20 +49,25 @@ class TestLMSearcherLearnedRanker(StrategyContract):
         return make_strategy("lmsearcher")
 
 
-class TestLMSearcherOnNB201(StrategyContract):
-    """The learned ranker with a space's own features (NAS-Bench-201's live-edge operation shares), on the table."""
+class OnTheNB201Table:
+    """A contract run on the real NAS-Bench-201 table (the strategy's search space and evaluator)."""
 
     space = "nb201"
     evaluator = "table"
     metric = "cifar10_valid"
-    budget = 14
-
-    def make_strategy(self) -> SearchStrategy:
-        return make_strategy("lmsearcher")
 
     @pytest.fixture(autouse=True)
     def _table(self, table_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("COLLM_NAS_NB201_TABLE", table_path)
+
+
+class TestLMSearcherOnNB201(OnTheNB201Table, StrategyContract):
+    """The learned ranker with a space's own features (NAS-Bench-201's live-edge operation shares), on the table."""
+
+    budget = 14
+
+    def make_strategy(self) -> SearchStrategy:
+        return make_strategy("lmsearcher")
 
 
 class TestLMSearcherOnAConditionalSpace(StrategyContract):
@@ -89,20 +94,13 @@ class TestExampleOptionBandit(StrategyContract):
         assert strategy.navigator is strategy.generator  # one object plays both roles
 
 
-class TestExampleOptionBanditOnNB201(StrategyContract):
+class TestExampleOptionBanditOnNB201(OnTheNB201Table, StrategyContract):
     """The same user strategy on the real NAS-Bench-201 table."""
 
-    space = "nb201"
-    evaluator = "table"
-    metric = "cifar10_valid"
     budget = 24
 
     def make_strategy(self) -> SearchStrategy:
         return make_strategy("examples.bandit_strategy:OptionBandit")
-
-    @pytest.fixture(autouse=True)
-    def _table(self, table_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("COLLM_NAS_NB201_TABLE", table_path)
 
 
 def test_the_user_strategy_runs_from_the_cli_as_module_attribute(tmp_path: Path, table_path: str) -> None:

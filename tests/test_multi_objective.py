@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 from collm_nas import Workspace
 from collm_nas.core import Objectives, UserError
 from collm_nas.core.pareto import dominates
+from cli_runner import kill_when
 from test_collm import llm_env  # noqa: F401  (the fake-server fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,14 +162,7 @@ def test_sigkill_and_resume_keep_the_front_and_fork_keeps_the_objectives(tmp_pat
             "--seed", "4", "--llm", "none", "--objective", "score:max", "--objective", "size:min", "--json"]
     proc = subprocess.Popen([sys.executable, "-m", "collm_nas.cli", *args, "--run-id", "victim"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        while _count(db, "victim") < 12:
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        proc.kill()
+    kill_when(proc, lambda: _count(db, "victim") >= 12)
     assert 12 <= _count(db, "victim") < budget
     resumed = _cli(["resume", "victim", "--json"], env)
     assert resumed.returncode == 0, resumed.stderr
@@ -224,16 +216,7 @@ def test_llm_strategies_resume_after_sigkill_with_the_same_front(tmp_path: Path,
                 "--seed", "2", "--objective", PAIR[0], "--objective", PAIR[1], "--json"]
         proc = subprocess.Popen([sys.executable, "-m", "collm_nas.cli", *args, "--run-id", "victim"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.time() + 120
-            while state["navigator"] < 3:
-                assert proc.poll() is None, proc.communicate()
-                assert time.time() < deadline, "the search made no progress"
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-        finally:
-            proc.kill()
+        kill_when(proc, lambda: state["navigator"] >= 3)
         assert _count(db, "victim") == 8  # rounds 1 and 2, four each
         state["hang"] = False
         resumed = _cli(["resume", "victim", "--json"], env)
