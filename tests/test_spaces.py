@@ -444,3 +444,23 @@ def test_single_decision_space_and_bool_options():
     assert sorted(space.enumerate()) == ["00", "01", "10"]
     assert space.cardinality() == 3
     assert list(itertools.islice(space.enumerate(), 1)) == ["00"]
+
+
+def test_live_edges_are_those_on_a_complete_input_to_output_path() -> None:
+    """Against the definition itself: the four input-to-output paths of the cell, an edge live when some path
+    through it has no ``none`` edge; over every code of the space."""
+    from collm_nas.spaces.nb201 import live_edges, live_operation_shares
+
+    paths = [[EDGES.index(step) for step in steps] for steps in
+             ([(3, 0)], [(1, 0), (3, 1)], [(2, 0), (3, 2)], [(1, 0), (2, 1), (3, 2)])]
+    for code in NB201Space().enumerate():
+        complete = [p for p in paths if all(code[e] != "0" for e in p)]
+        want = [any(e in p for p in complete) for e in range(len(EDGES))]
+        assert live_edges(code) == want, code
+        shares = live_operation_shares(code)
+        assert sum(shares) == pytest.approx(sum(want) / len(EDGES))
+    assert live_operation_shares("000300") == (0.0, 0.0, 1 / 6, 0.0)  # one 3x3 convolution straight to the output
+    assert live_operation_shares("333000") == (0.0, 0.0, 0.0, 0.0)  # nothing reaches node 3
+    assert live_edges("303030") == [True, False, False, False, True, False]  # 0 -> 1 -> 3; 2 <- 1 dangles
+    assert live_edges("003003") == [False] * 6  # node 1 has no input, so 1 -> 2 -> 3 carries nothing
+    assert live_operation_shares("100033") == (1 / 6, 0.0, 1 / 6, 0.0)  # 1<-0 skip, 3<-1 conv; 3<-2 dangles
