@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from collm_nas.evaluators import NB201TableEvaluator
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The Ctrl-C tests send SIGINT to real ``collm-nas`` subprocesses. A suite started in the background of a
+    script (``nohup cmd &``) inherits SIGINT as ignored, and so would every process it starts; give the tests'
+    processes Python's own Ctrl-C handling back, as a terminal would."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
