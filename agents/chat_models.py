@@ -179,11 +179,14 @@ def role_config(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     env_file: str | Path | None = ".env",
+    defaults: Mapping[str, Any] | None = None,
 ) -> RoleModelConfig:
     """The settings of ``role``, resolved from overrides, variables, ``.env`` and defaults.
 
     ``overrides`` uses the field names (``model``, ``base_url``, ``retry_max_attempts``...;
     ``retry`` may also be a mapping or a :class:`RetryPolicy`); None values are ignored.
+    ``defaults`` (same names) replace the built-in defaults where neither an override nor a variable
+    sets the field: the embedded model's longer timeout, say, which a variable may still change.
     """
     _check_role(role)
     env = _merged_environ(environ, env_file)
@@ -214,6 +217,9 @@ def role_config(
             if found is not None:
                 values[name], sources[name] = found, var
                 break
+        else:
+            if defaults and defaults.get(name) is not None:
+                values[name], sources[name] = defaults[name], f"'{name}' (default for this endpoint)"
 
     retry = {RETRY_FIELDS[k]: values.pop(k) for k in list(values) if k in RETRY_FIELDS}
     try:
@@ -298,7 +304,10 @@ class LLMUnavailable(Exception):
         self.attempts = attempts
         self.reason = reason
         times = "time" if attempts == 1 else "times"
-        super().__init__(f"{describe} failed {attempts} {times} ({reason}); continuing without it")
+        if attempts:
+            super().__init__(f"{describe} failed {attempts} {times} ({reason}); continuing without it")
+        else:  # nothing was sent: the server is known to be down
+            super().__init__(f"{describe} is down ({reason}); continuing without it")
 
     def __str__(self) -> str:
         return " ".join(str(self.args[0]).split())
@@ -328,6 +337,11 @@ def _status_of(exc: BaseException) -> int | None:
     response = getattr(exc, "response", None)
     code = getattr(response, "status_code", None)
     return code if isinstance(code, int) else None
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` is a request that timed out."""
+    return isinstance(exc, _TIMEOUT_TYPES)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -561,6 +575,7 @@ __all__ = [
     "failure_reason",
     "is_decoding_rejection",
     "is_openai_host",
+    "is_timeout",
     "is_transient",
     "make_chat_model",
     "retry_after_s",

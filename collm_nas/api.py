@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from collm_nas.agents import make_strategy
 from collm_nas.core import (AWAITING, FAILED, FINISHED, INTERRUPTED, FrontSummary, Objective, Objectives, RunConfig,
                             RunInfo, Settings, Trial, TrialStore, UserError, load_settings)
-from collm_nas.engine.figures import summarise_llm_rounds
+from collm_nas.engine.figures import degraded_line, summarise_llm_rounds
 from collm_nas.engine.loop import SearchLoop, initial_state
 from collm_nas.engine.prepare import check_run_id, open_loop, prepare_run
 from collm_nas.evaluators.parallel import require_backend
@@ -90,6 +90,12 @@ class SearchResult:
     found_at: int | None = None  # evaluations used when the best was found
     config: dict[str, Any] = field(default_factory=dict)
     pareto: FrontSummary | None = None  # several objectives: the front, its hypervolume and reference
+    llm: dict[str, Any] | None = None  # the run's LLM figures (Run.llm_summary); None for LLM-free runs
+
+    @property
+    def degraded(self) -> str | None:
+        """One line when the run's LLM answered fewer rounds than were meant for it (None: all, or no LLM)."""
+        return degraded_line(self.llm, self.config.get("fallback"))
 
     def to_dict(self) -> dict[str, Any]:
         best = None
@@ -115,6 +121,7 @@ class SearchResult:
             "seconds": round(self.seconds, 3),
             "config": self.config,
             **(front_dict(self.pareto) if self.pareto is not None else {}),
+            **({"llm": self.llm, "degraded": self.degraded} if self.llm is not None else {}),
         }
 
 
@@ -200,8 +207,10 @@ class Run:
         when the caller holds them already (else they are read)."""
         return summarise_llm_rounds(self.rounds() if rounds is None else rounds)
 
-    def result(self, seconds: float = 0.0, *, trials: Sequence[Trial] | None = None) -> SearchResult:
-        """How the run stands; ``trials``: all its trials when the caller holds them already (else read)."""
+    def result(self, seconds: float = 0.0, *, trials: Sequence[Trial] | None = None,
+               rounds: Sequence[dict[str, Any]] | None = None) -> SearchResult:
+        """How the run stands; ``trials`` / ``rounds``: all its trials / round figures when the caller holds them
+        already (else they are read)."""
         trials = list(self.store.trials(self.run_id) if trials is None else trials)
         best = self.objective.best(trials)
         config = self.config
@@ -219,6 +228,7 @@ class Run:
             seconds=seconds,
             config=self.info.config,
             pareto=self.pareto(trials=trials),
+            llm=self.llm_summary(rounds),
         )
 
 
@@ -478,7 +488,8 @@ class Workspace:
             with Checkpointer(self.store_url) as saver, self._llm(config, llm_roles, log_path) as roles:
                 loop.use_llm(roles)
                 if roles is not None and on_progress is not None:
-                    on_progress({"event": "llm", "source": roles.source, "roles": roles.describe()})
+                    on_progress({"event": "llm", "source": roles.source, "roles": roles.describe(),
+                                 "servers": roles.servers()})
                 graph = build_graph(saver)
                 for event in graph.stream(graph_input, run_config, context=SearchContext(loop=loop),
                                           stream_mode="custom", durability="sync"):

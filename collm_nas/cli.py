@@ -15,6 +15,7 @@ from collm_nas.core import UserError
 from collm_nas.faces import add_spec_arguments, run_task, spec_overrides
 
 EXIT_USAGE = 2
+EXIT_LLM_MISSING = 3  # --require-llm: the run ended, but its LLM answered fewer rounds than required
 EXIT_INTERRUPTED = 130
 
 
@@ -30,6 +31,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", metavar="URL",
                    help="where runs are stored: postgres://USER@HOST:PORT/DB (also postgresql://; shared by a team) "
                         "or a SQLite file (default: $COLLM_NAS_STORE, else collm-nas.db in the runs folder)")
+
+
+def _driving(p: argparse.ArgumentParser) -> None:
+    """Flags of every command that runs a search on (search, resume, approve, fork)."""
+    p.add_argument("--require-llm", choices=["off", "some", "all"],
+                   help="for scripts: exit with code 3 when the run's LLM answered no round meant for it (some) or "
+                        "fewer rounds than were meant for it (all); the run itself goes on with its fallback and "
+                        "is kept (default: $COLLM_NAS_REQUIRE_LLM or off: the last line says so)")
 
 
 def _table_flag(p: argparse.ArgumentParser) -> None:
@@ -52,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "every-round; without it a paused search exits and 'collm-nas approve RUN_ID' answers later")
     s.add_argument("--json", action="store_true", help="print one JSON object at the end")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _driving(s)
     _table_flag(s)
     _common(s)
 
@@ -60,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--approve", action="store_true", help="answer approval pauses here")
     r.add_argument("--json", action="store_true")
     r.add_argument("--no-progress", action="store_true")
+    _driving(r)
     _table_flag(r)
     _common(r)
 
@@ -73,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--approve", action="store_true", help="answer later pauses here too")
     a.add_argument("--json", action="store_true")
     a.add_argument("--no-progress", action="store_true")
+    _driving(a)
     _table_flag(a)
     _common(a)
 
@@ -91,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     fk.add_argument("--approve", action="store_true", help="answer approval pauses here")
     fk.add_argument("--json", action="store_true")
     fk.add_argument("--no-progress", action="store_true")
+    _driving(fk)
     _table_flag(fk)
     _common(fk)
 
@@ -174,12 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(ft)
 
-    llm = sub.add_parser("llm", help="the embedded local model")
+    llm = sub.add_parser("llm", help="the embedded local model (or any GGUF chat model)")
     llm_sub = llm.add_subparsers(dest="llm_command", required=True, metavar="ACTION")
     serve = llm_sub.add_parser("serve", help="serve the local model on an OpenAI-compatible endpoint until Ctrl-C")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, help="port (default: a free one)")
     serve.add_argument("--log", help="server log file (default: a temporary file)")
+    serve.add_argument("--model", metavar="FILE.gguf",
+                       help="serve this GGUF chat model instead of the embedded SmolLM2-135M (its chat template and "
+                            "context length come from the file)")
 
     d = sub.add_parser("describe", help="describe a search space and its NCode")
     d.add_argument("--space", default="nb201")
@@ -274,6 +290,9 @@ def _run_with_progress(args: argparse.Namespace, start) -> int:
                 roles = "; ".join(f"{role}: {info.get('model')} at {info.get('base_url') or 'OpenAI'} "
                                   f"({info.get('mode')})" for role, info in event["roles"].items())
                 print(f"collm-nas: LLM {event['source']}: {roles}", file=sys.stderr)
+                for server in event.get("servers") or ():
+                    print(f"collm-nas: local model server pid {server['pid']} ({server['model']}), log "
+                          f"{server['log']}", file=sys.stderr)
             return
         if not run_id_seen and event.get("run_id"):
             run_id_seen.append(event["run_id"])
@@ -308,6 +327,24 @@ def _run_with_progress(args: argparse.Namespace, start) -> int:
         result = answered
         bar.close()
     _print_result(result, args.json)
+    return _llm_verdict(args, result)
+
+
+def _llm_verdict(args: argparse.Namespace, result) -> int:
+    """The last line of a run whose LLM answered fewer rounds than meant for it; exit 3 under --require-llm."""
+    line = result.degraded
+    if line is None:
+        return 0
+    if not args.json:
+        print(line)
+    from collm_nas.core.settings import load_settings
+
+    required = getattr(args, "require_llm", None) or load_settings().require_llm
+    summary = result.llm or {}
+    if required == "all" or (required == "some" and summary.get("never_answered")):
+        print(f"collm-nas: error: --require-llm {required}: {line.removeprefix('DEGRADED: ')} (the run is kept: "
+              f"'collm-nas show {result.run_id}')", file=sys.stderr)
+        return EXIT_LLM_MISSING
     return 0
 
 
@@ -541,6 +578,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         llm = run.llm_summary()
         if llm is not None:
             print(_llm_text(llm))
+            if result.degraded:
+                print(result.degraded)
         if front_data is not None:
             print(_front_text(front_data, number))
             print("all trials:" if args.top is None else f"the {args.top} best by {result.searched_metric}:")
@@ -552,6 +591,10 @@ def cmd_show(args: argparse.Namespace) -> int:
             for row in failed:
                 print(f"  eval {row['eval']} {row['ncode']}: {row['error']}")
     return 0
+
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
 
 
 def _llm_text(s: dict[str, Any]) -> str:
@@ -567,6 +610,10 @@ def _llm_text(s: dict[str, Any]) -> str:
         f"  calls {s['calls']} ({s['failed_calls']} failed); tokens prompt {s['prompt_tokens']} / completion "
         f"{s['completion_tokens']}; latency {s['latency_s']:.1f}s in all, {s['latency_per_call_s']:.2f}s a call",
     ]
+    if s.get("server_restarts") or s.get("server_timeouts") or s.get("server_down"):
+        lines.append(f"  local server: restarted {_times(s['server_restarts'])}, {s['server_timeouts']} calls timed out "
+                     f"while it still answered" + ("; given up after its restarts" if s.get("server_down") else ""))
+        lines += [f"    {message}" for message in s.get("server_events") or ()]
     if s.get("tool_calls") or s.get("tool_rounds"):
         named = ", ".join(f"{name} {n}" for name, n in sorted(s["tool_calls"].items())) or "none"
         lines.append(f"  tool calls {sum(s['tool_calls'].values())} in {s['tool_rounds']} tool rounds ({named}); "
@@ -663,7 +710,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_llm(args: argparse.Namespace) -> int:
     from collm_nas.agents.local_model import serve_forever
 
-    return serve_forever(host=args.host, port=args.port, log=args.log)
+    return serve_forever(host=args.host, port=args.port, log=args.log, model=args.model)
 
 
 def cmd_describe(args: argparse.Namespace) -> int:

@@ -322,7 +322,7 @@ def _start(state: StartInput, runtime: Runtime[ServerContext]) -> dict[str, Any]
            "strategy": config.strategy, "approval": config.approval})
     return {"run_id": prepared.run_id, "started_run_id": prepared.run_id, "db_path": db_path,
             "table_path": table_path, "round": 0, "evaluated": 0, "memory": {}, "best": None, "strategy": None,
-            "proposals": [], "batch": [], "screening": {}, "feedback": None, "llm_calls": [],
+            "proposals": [], "batch": [], "screening": {}, "feedback": None, "llm_calls": [], "llm_events": [],
             "stop_reason": None, "human_comment": None, "conversation": None, "tool_turn": None}
 
 

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     dashboard_token: str | None = None
     # Trials the dashboard reads ahead at start, newest runs first, so that their pages open warm (0: none).
     dashboard_preload: int = 50_000
+    # For scripts (--require-llm): exit with code 3 when a run's LLM answered no round meant for it ("some"),
+    # or fewer rounds than were meant for it ("all"); "off" only says so.
+    require_llm: Literal["off", "some", "all"] = "off"
 
     def table_path(self, override: str | Path | None = None) -> str:
         """The table path to use: the override, the setting, or the first default that exists."""

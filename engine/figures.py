@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def llm_figures(calls: list[dict[str, Any]]) -> dict[str, Any]:
-    """One round's LLM figures: calls, tokens, latency, decoding mode per role, tool calls, failures."""
+def llm_figures(calls: list[dict[str, Any]], events: list[dict[str, Any]] = ()) -> dict[str, Any]:
+    """One round's LLM figures: calls, tokens, latency, decoding mode per role, tool calls, failures, and what the
+    watch of a local server saw (``events``: restarts, timeouts, a server given up)."""
     out: dict[str, Any] = {
         "calls": len(calls),
         "failed_calls": sum(1 for call in calls if not call.get("ok")),
@@ -30,6 +31,11 @@ def llm_figures(calls: list[dict[str, Any]]) -> dict[str, Any]:
     errors = [call["error"] for call in calls if call.get("error")]
     if errors:
         out["errors"] = errors[:3]
+    if events:
+        out["server_restarts"] = sum(1 for e in events if e.get("kind") == "restart")
+        out["server_timeouts"] = sum(1 for e in events if e.get("kind") == "timeout")
+        out["server_down"] = any(e.get("kind") == "gave_up" for e in events)
+        out["server_events"] = [e.get("message", "") for e in events][:5]
     return out
 
 
@@ -63,12 +69,24 @@ def summarise_llm_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
     shown = sorted(nav_tokens)
     if len(shown) > 6:
         shown = shown[:2] + shown[len(shown) // 2: len(shown) // 2 + 1] + shown[-2:]
+    answered = sum(1 for r in llm_rounds if r["llm"]["calls"] > r["llm"]["failed_calls"])
+    # Rounds where a call failed, or that the strategy meant for the LLM but ran without one.
+    fell_back = sum(1 for r in llm_rounds if r["llm"]["failed_calls"]
+                    or (r["llm"]["calls"] == 0 and r.get("llm_planned", True)))
+    wanted = sum(1 for r in llm_rounds if r.get("llm_planned", True))
+    events = [m for r in llm_rounds for m in r["llm"].get("server_events") or ()]
     return {
         "rounds": len(rounds),
-        "llm_rounds": sum(1 for r in llm_rounds if r["llm"]["calls"] > r["llm"]["failed_calls"]),
-        # Rounds where a call failed, or that the strategy meant for the LLM but ran without one.
-        "fallback_rounds": sum(1 for r in llm_rounds if r["llm"]["failed_calls"]
-                               or (r["llm"]["calls"] == 0 and r.get("llm_planned", True))),
+        "llm_rounds": answered,
+        "fallback_rounds": fell_back,
+        # The rounds meant for the LLM, and whether it answered fewer (the run then says so plainly).
+        "wanted_rounds": wanted,
+        "degraded": fell_back > 0,
+        "never_answered": answered == 0 and wanted > 0,
+        "server_restarts": sum(int(r["llm"].get("server_restarts") or 0) for r in llm_rounds),
+        "server_timeouts": sum(int(r["llm"].get("server_timeouts") or 0) for r in llm_rounds),
+        "server_down": any(r["llm"].get("server_down") for r in llm_rounds),
+        "server_events": events[-5:],
         "planned_note": _planned_note(llm_rounds),
         "proposed": proposed,
         "illegal": total("illegal"),
@@ -91,3 +109,25 @@ def summarise_llm_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
         "tool_rounds": sum(int(r["llm"].get("tool_rounds") or 0) for r in llm_rounds),
         "navigator_prompt_tokens": {r: nav_tokens[r] for r in shown},
     }
+
+
+def degraded_line(summary: dict[str, Any] | None, fallback: str | None = None) -> str | None:
+    """One line for a run whose LLM answered fewer rounds than it was meant to (None: it answered them all).
+
+    ``collm-nas search`` ends with it, ``show`` and the dashboard print it, and ``--require-llm`` acts on it.
+    """
+    if not summary or not summary.get("degraded"):
+        return None
+    wanted, answered = summary["wanted_rounds"], summary["llm_rounds"]
+    instead = f"the LLM-free fallback '{fallback}'" if fallback else "the LLM-free fallback"
+    head = ("DEGRADED: the LLM never answered" if summary.get("never_answered") else
+            f"DEGRADED: the LLM answered {answered} of {wanted} rounds meant for it")
+    parts = [f"{head}; {summary['fallback_rounds']} ran on {instead}"]
+    if summary.get("failed_calls"):
+        parts.append(f"{summary['failed_calls']} of {summary['calls']} calls failed")
+    if summary.get("server_restarts"):
+        n = summary["server_restarts"]
+        parts.append(f"the local model server was restarted {'once' if n == 1 else f'{n} times'}")
+    if summary.get("server_down"):
+        parts.append("it was given up after its restarts")
+    return "; ".join(parts)

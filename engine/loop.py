@@ -239,9 +239,16 @@ class SearchLoop:
         return list(self._tools(self, role)) if self._tools is not None else []
 
     @staticmethod
-    def _warn(ctx: RoundContext, emit: Emit) -> None:
+    def _warn(ctx: RoundContext, emit: Emit) -> list[dict[str, Any]]:
+        """Say the step's notices; returns what the watch of a local LLM server saw meanwhile (restarts...)."""
         for message in ctx.warnings:
             emit({"event": "warning", "round": ctx.round, "message": message})
+        events = []
+        take = getattr(ctx.llm, "take_server_events", None)  # LLMRoles; a test's stand-in may have none
+        for event in take() if take is not None else ():
+            emit({"event": "warning", "round": ctx.round, "message": event.message})
+            events.append(event.to_dict())
+        return events
 
     # ------------------------------------------------------------------ steps
     def plan(self, state: State, emit: Emit = _quiet) -> State:
@@ -253,14 +260,16 @@ class SearchLoop:
         ctx = self.context(state, round_no)
         ctx.human_comment = state.get("human_comment")  # a person's reason for rejecting the last batch
         calls = list(state.get("llm_calls") or []) if continuing else []
+        events = list(state.get("llm_events") or []) if continuing else []
         try:
             strategy = self.strategy.navigator.navigate(ctx)
         except ToolCallsPending as pending:
-            self._warn(ctx, emit)
+            events += self._warn(ctx, emit)
             return {"round": round_no, "round_started": started, "memory": ctx.memory, "conversation":
                     pending.messages, "tool_turn": pending.role, "llm_calls": calls + ctx.calls,
+                    "llm_events": events,
                     **({} if continuing else {"proposals": [], "batch": [], "screening": {}, "feedback": None})}
-        self._warn(ctx, emit)
+        events += self._warn(ctx, emit)
         return {
             "round": round_no,
             "strategy": strategy.model_dump(),
@@ -270,6 +279,7 @@ class SearchLoop:
             "screening": {},
             "feedback": None,
             "llm_calls": calls + ctx.calls,
+            "llm_events": events,
             "round_started": started,
             "human_comment": None,
             "conversation": None,
@@ -290,12 +300,14 @@ class SearchLoop:
             else:
                 proposals = generator.generate(strategy, ctx.quota, ctx)
         except ToolCallsPending as pending:
-            self._warn(ctx, emit)
+            events = self._warn(ctx, emit)
             return {"memory": ctx.memory, "conversation": pending.messages, "tool_turn": pending.role,
-                    "llm_calls": list(state.get("llm_calls") or []) + ctx.calls}
-        self._warn(ctx, emit)
+                    "llm_calls": list(state.get("llm_calls") or []) + ctx.calls,
+                    "llm_events": list(state.get("llm_events") or []) + events}
+        events = self._warn(ctx, emit)
         return {"proposals": list(proposals), "memory": ctx.memory, "conversation": None, "tool_turn": None,
-                "llm_calls": list(state.get("llm_calls") or []) + ctx.calls}
+                "llm_calls": list(state.get("llm_calls") or []) + ctx.calls,
+                "llm_events": list(state.get("llm_events") or []) + events}
 
     def screen(self, state: State, emit: Emit = _quiet) -> State:
         """The Coordinator drops illegal and repeated codes, asks once for corrections, tops up the batch."""
@@ -402,7 +414,7 @@ class SearchLoop:
             "navigator": strategy_shown(state.get("strategy")),  # the strategy as the Navigator wrote it
         }
         if self.strategy.uses_llm and self.config.llm != "none":
-            figures["llm"] = llm_figures(state.get("llm_calls") or [])
+            figures["llm"] = llm_figures(state.get("llm_calls") or [], state.get("llm_events") or [])
             # A round the strategy meant to run without the LLM (e.g. initial random trials) is no fallback.
             figures["llm_planned"] = ((state.get("strategy") or {}).get("plan") or {}).get("llm") != "not needed"
         self.store.add_round(self.run_id, round_no, figures)

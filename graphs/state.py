@@ -26,6 +26,7 @@ class SearchState(TypedDict, total=False):
     screening: dict[str, Any]
     feedback: dict[str, Any] | None  # the Coordinator's corrective follow-up for the generator
     llm_calls: list[dict[str, Any]]  # figures of this round's LLM calls (tokens, latency, mode, tools)
+    llm_events: list[dict[str, Any]]  # what the watch of a local LLM server saw this round (restarts, timeouts)
     round_started: float
     stop_reason: str | None
     human_comment: str | None  # why a person rejected the last batch (for the next round's Navigator)

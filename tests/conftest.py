@@ -60,3 +60,23 @@ def postgres_server():
 def postgres_url(postgres_server) -> str:
     """A fresh, empty database on the session's server: its postgresql:// URL (with a password)."""
     return postgres_server.new_database()
+
+
+QWEN_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+
+
+@pytest.fixture(scope="session")
+def qwen_gguf() -> str:
+    """Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF), built by ../shared/scripts/fetch-qwen2.5-coder-1.5b: the file
+    named by $COLLM_NAS_QWEN_GGUF, else the script's default place. Skipped when absent, failed under
+    COLLM_NAS_REQUIRE_LOCAL_LLM=1 (CI builds it)."""
+    env = os.environ.get("COLLM_NAS_QWEN_GGUF")
+    cache = Path(os.environ.get("COLLM_NAS_MODEL_CACHE") or Path.home() / ".cache/collm-nas/models")
+    path = Path(env).expanduser() if env else cache / QWEN_FILE
+    if not path.is_file():
+        why = (f"Qwen2.5-Coder-1.5B not found at '{path}'; build it with ../shared/scripts/fetch-qwen2.5-coder-1.5b "
+               "(or set COLLM_NAS_QWEN_GGUF)")
+        if os.environ.get("COLLM_NAS_REQUIRE_LOCAL_LLM") == "1":
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
+    return str(path)

@@ -145,11 +145,23 @@ def test_exception_inside_the_context_stops_the_server() -> None:
     assert not srv.running
 
 
-def test_unloadable_model_gives_user_error_naming_the_log(tmp_path: Path) -> None:
+def test_a_file_that_is_not_gguf_is_refused_before_a_server_starts(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.gguf"
     bogus.write_bytes(b"this is not a GGUF file\n" * 64)
+    srv = LocalModelServer(log_path=tmp_path / "server.log", model_path=bogus)
+    with pytest.raises(UserError, match="is not a GGUF model file") as caught:
+        srv.start()
+    assert "\n" not in str(caught.value) and not srv.running
+
+
+def test_unloadable_model_gives_user_error_naming_the_log(tmp_path: Path) -> None:
+    """A whole GGUF header but no weights behind it: the server itself fails, and the error names its log."""
+    model = local_model_path()
+    bogus = tmp_path / "truncated.gguf"
+    with open(model, "rb") as whole:
+        bogus.write_bytes(whole.read(8 * 1024 * 1024))
     log = tmp_path / "server.log"
-    srv = LocalModelServer(log_path=log, startup_timeout=60, _model_path=bogus)
+    srv = LocalModelServer(log_path=log, startup_timeout=60, model_path=bogus)
     with pytest.raises(UserError) as caught:
         srv.start()
     message = str(caught.value)
@@ -160,7 +172,7 @@ def test_unloadable_model_gives_user_error_naming_the_log(tmp_path: Path) -> Non
 
 def test_missing_model_file_gives_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not found"):
-        with LocalModelServer(_model_path=tmp_path / "absent.gguf"):
+        with LocalModelServer(model_path=tmp_path / "absent.gguf"):
             pass
 
 

@@ -275,7 +275,7 @@ class Board:
         """The run page's header, figures and configuration."""
         run = self.run(run_id)
         trials = self.trials(run)
-        result = run.result(trials=trials)
+        result = run.result(trials=trials, rounds=self.round_figures(run))
         data = result.to_dict()
         info = run.info
         cfg = info.config
@@ -294,7 +294,8 @@ class Board:
             "dataset": run_task(cfg),
             "strategy": cfg.get("strategy"),
             "llm": self._llm_label(cfg),
-            "llm_summary": run.llm_summary(self.round_figures(run)),
+            "llm_summary": data.get("llm"),
+            "degraded": data.get("degraded"),
             "failed": sum(1 for t in trials if not t.ok),
             "created_at": info.created_at,
             "updated_at": info.updated_at,

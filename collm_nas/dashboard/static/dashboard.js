@@ -187,6 +187,8 @@ function runPage() {
     if (a && a.running) { answer.className = "banner"; answer.textContent = `Answered here (${a.reply.action}); the run goes on in the dashboard's process…`; }
     else if (a && a.error) { answer.className = "banner bad"; answer.textContent = `The run stopped after the answer: ${a.error}`; }
     $("run-config").textContent = JSON.stringify(s.config, null, 2);
+    $("run-degraded").hidden = !s.degraded;
+    $("run-degraded").textContent = s.degraded || "";
     const llm = s.llm_summary;
     $("llm-card").hidden = !llm;
     if (llm) {
@@ -199,6 +201,9 @@ function runPage() {
         ["duplicates", `${llm.duplicates} (${fmt(100 * llm.duplicate_rate)}%)`], ["accepted", llm.accepted],
         ["topped up", llm.topped_up], ["corrective follow-ups", llm.corrections], ["ranked out", llm.ranked_out],
         ["tool calls", Object.entries(llm.tool_calls || {}).map(([k, v]) => `${k} ${v}`).join(", ") || "none"],
+        ["local server", llm.server_restarts || llm.server_timeouts || llm.server_down ?
+          esc(`restarted ${llm.server_restarts} times; ${llm.server_timeouts} slow calls timed out` +
+              (llm.server_down ? "; given up after its restarts" : "")) : "no trouble"],
       ]);
     }
   }
