@@ -4,7 +4,7 @@ strategy registry."""
 from collm_nas.agents.baselines import local_search, random_search, regularized_evolution, sample_new
 from collm_nas.agents.coordinator import Coordinator, Screening, StopRule
 from collm_nas.agents.registry import (FALLBACK, LLM_FREE, STRATEGIES, as_search_strategy, fallback_names,
-                                       llm_free_names, make_fallback, make_strategy)
+                                       llm_free_names)
 from collm_nas.core import (Feedback, Generator, Navigator, Preference, RoundContext, SearchStrategy, Strategy,
                             Trial)
 
@@ -27,8 +27,6 @@ __all__ = [
     "fallback_names",
     "llm_free_names",
     "local_search",
-    "make_fallback",
-    "make_strategy",
     "random_search",
     "regularized_evolution",
     "sample_new",

@@ -25,7 +25,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from pydantic import BaseModel, Field
 
-from collm_nas.agents.chat_models import LLMUnavailable
+from collm_nas.llm.chat_models import LLMUnavailable
 from collm_nas.agents.digest import (avoid_list, best_lines, best_title, last_round_lines, objective_text,
                                      objectives_phrase, option_stats)
 from collm_nas.agents.prompting import render

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
-from collm_nas.agents.chat_models import LLMUnavailable
+from collm_nas.llm.chat_models import LLMUnavailable
 from collm_nas.agents.collm import LLM_COOLDOWN_ROUNDS, LLMGenerator, LLMNavigator, llm_ready
 from collm_nas.agents.lmsearcher import learned_ranking, llm_ranker_of
 from collm_nas.core import Feedback, RoundContext, SearchStrategy, Strategy

@@ -23,7 +23,7 @@ from functools import lru_cache
 import torch
 
 from collm_nas.agents.baselines import sample_new
-from collm_nas.agents.chat_models import LLMUnavailable
+from collm_nas.llm.chat_models import LLMUnavailable
 from collm_nas.agents.collm import LLM_COOLDOWN_ROUNDS, llm_ready
 from collm_nas.agents.digest import objectives_phrase
 from collm_nas.agents.fronts import front_rewarded, run_focus
@@ -159,8 +159,7 @@ def _known_resources(ctx: RoundContext, pool: list[str], metrics: tuple[str, ...
 
 def llm_ranker_of(ctx: RoundContext, default: LLMRanker | None = None) -> LLMRanker:
     """The ranker that asks the run's ranker model the way it expects (a tuned model: as it was trained)."""
-    make = getattr(ctx.llm, "ranker", None)
-    return make() if callable(make) else (default or LLMRanker())
+    return LLMRanker.for_roles(ctx.llm, default)
 
 
 class RankingNavigator(Navigator):

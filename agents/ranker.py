@@ -10,7 +10,7 @@ tolerantly. An answer outside the pool, or no usable answer at all, makes
 the ranker draw a fresh pool (``redraw``) and ask again, a bounded number of
 times.
 
-:class:`~collm_nas.agents.chat_models.LLMUnavailable` is not caught: the
+:class:`~collm_nas.llm.chat_models.LLMUnavailable` is not caught: the
 caller decides what to do without the LLM (usually: take a random pool code).
 """
 
@@ -25,9 +25,10 @@ from typing import Any
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
-from collm_nas.agents.chat_models import LLMUnavailable
+from collm_nas.llm.chat_models import LLMUnavailable
+from collm_nas.llm.model_files import RANKER_STYLES
 from collm_nas.agents.prompting import render
-from collm_nas.agents.structured import StructuredChat, extract_json_object
+from collm_nas.llm.structured import StructuredChat, extract_json_object
 from collm_nas.core.space import SearchSpace
 from collm_nas.tools.grammar import pick_code_gbnf, pick_gbnf, pick_json_schema
 
@@ -43,9 +44,8 @@ __all__ = [
 
 NO_HISTORY = "(nothing measured yet)"
 # How the ranker asks. "full": the space described, rewards as 0..1 decimals, the answer {"code": ...}.
-# "compact": what a fine-tuned ranker was trained on (collm_nas.agents.finetune): a one-line space header,
+# "compact": what a fine-tuned ranker was trained on (collm_nas.finetune.train): a one-line space header,
 # fewer history lines with two-digit scores, and the bare code as the answer.
-RANKER_STYLES = ("full", "compact")
 COMPACT_TOP_K = 6
 COMPACT_RECENT = 4
 
@@ -172,6 +172,16 @@ def _in_pool(code: str | None, pool: Sequence[str]) -> str | None:
 # ================================================================ the ranker
 class LLMRanker:
     """Asks a chat model for the most promising code of a pool, redrawing pools on misses."""
+
+    @classmethod
+    def for_roles(cls, roles: Any, default: "LLMRanker | None" = None) -> "LLMRanker":
+        """The ranker that asks a run's ranker model (``LLMRoles``) the way it expects: a tuned model as it
+        was trained (its prompt style and history lengths), any other in the full style."""
+        style = getattr(roles, "ranker_style", None)
+        if style is None:
+            return default or cls()
+        top_k, recent = getattr(roles, "ranker_history", (None, None))
+        return cls(style=style, top_k=top_k, recent=recent)
 
     def __init__(self, *, top_k: int | None = None, recent: int | None = None, role: str = "ranker",
                  kind: str = "rank", style: str = "full") -> None:

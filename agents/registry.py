@@ -1,5 +1,9 @@
 """The strategy registry: ``--strategy NAME`` or ``--strategy module.path:attribute``; fallbacks are its
-LLM-free entries (tag ``fallback``) or a user's LLM-free strategy.
+LLM-free entries (tag ``fallback``) or a user's LLM-free strategy::
+
+    STRATEGIES.resolve("rea")                      # a SearchStrategy
+    STRATEGIES.resolve("mypkg.mine:Mine")          # a user's, adapted (see below)
+    STRATEGIES.resolve("local", tag=FALLBACK)      # one that may stand in for an LLM
 
 A factory takes no arguments and returns a :class:`~collm_nas.core.SearchStrategy`.
 From outside the package the attribute may be a SearchStrategy, a function
@@ -16,7 +20,32 @@ from typing import Any
 
 from collm_nas.core import Generator, Navigator, Registry, SearchStrategy, UserError
 
-STRATEGIES: Registry[SearchStrategy] = Registry("strategy")
+
+def as_search_strategy(value: Any, name: str) -> SearchStrategy:
+    """A user's strategy object (see the module doc) as a :class:`SearchStrategy`."""
+    if isinstance(value, SearchStrategy):
+        return value
+    if inspect.isclass(value):
+        value = value()
+    elif callable(value) and not isinstance(value, (Navigator, Generator)):
+        value = value()
+    if isinstance(value, SearchStrategy):
+        return value
+    if isinstance(value, Navigator) and isinstance(value, Generator):
+        cls = type(value)
+        return SearchStrategy(cls.strategy_name or name, value, value,
+                              default_batch_size=cls.default_batch_size, description=cls.description)
+    raise UserError(f"strategy '{name}' is a {type(value).__name__}; give a SearchStrategy, a function returning "
+                    "one, or a class that is both a Navigator and a Generator")
+
+
+def _require_llm_free(strategy: SearchStrategy, name: str, tag: str) -> None:
+    if tag == FALLBACK and strategy.needs_llm:
+        raise UserError(f"fallback strategy '{name}' needs an LLM; pick one of {', '.join(fallback_names())} "
+                        "or your own LLM-free strategy as module.path:attribute")
+
+
+STRATEGIES: Registry[SearchStrategy] = Registry("strategy", adapt=as_search_strategy, require=_require_llm_free)
 LLM_FREE = "llm-free"  # tag: talks to no LLM
 FALLBACK = "fallback"  # tag: may top up short batches and stand in for an LLM strategy
 
@@ -62,42 +91,6 @@ def _hybrid() -> SearchStrategy:
     from collm_nas.agents.hybrid import hybrid_search
 
     return hybrid_search()
-
-
-def as_search_strategy(value: Any, name: str) -> SearchStrategy:
-    """A user's strategy object (see the module doc) as a :class:`SearchStrategy`."""
-    if isinstance(value, SearchStrategy):
-        return value
-    if inspect.isclass(value):
-        value = value()
-    elif callable(value) and not isinstance(value, (Navigator, Generator)):
-        value = value()
-    if isinstance(value, SearchStrategy):
-        return value
-    if isinstance(value, Navigator) and isinstance(value, Generator):
-        cls = type(value)
-        return SearchStrategy(cls.strategy_name or name, value, value,
-                              default_batch_size=cls.default_batch_size, description=cls.description)
-    raise UserError(f"strategy '{name}' is a {type(value).__name__}; give a SearchStrategy, a function returning "
-                    "one, or a class that is both a Navigator and a Generator")
-
-
-def make_strategy(name: str) -> SearchStrategy:
-    """The strategy registered under ``name``, or the ``module:attribute`` it names."""
-    if name in STRATEGIES:
-        return STRATEGIES.create(name)
-    return as_search_strategy(STRATEGIES.factory(name), name)
-
-
-def make_fallback(name: str) -> SearchStrategy:
-    """An LLM-free strategy to top up batches and stand in for the LLM."""
-    if name in STRATEGIES and FALLBACK not in STRATEGIES.entry(name).tags:  # type: ignore[union-attr]
-        raise UserError(f"fallback strategy '{name}' needs an LLM; pick one of {', '.join(fallback_names())} "
-                        "or your own LLM-free strategy as module.path:attribute")
-    strategy = make_strategy(name)
-    if strategy.needs_llm:
-        raise UserError(f"fallback strategy '{name}' needs an LLM; pick one of {', '.join(fallback_names())}")
-    return strategy
 
 
 def fallback_names() -> list[str]:

@@ -2,7 +2,7 @@
 
 For each model (the embedded SmolLM2-135M and any ``--model FILE.gguf``, e.g. Qwen2.5-Coder-1.5B) and each
 setting of the extra buffers, a server is started through collm-nas's own entry point
-(:class:`collm_nas.agents.local_model.LocalModelServer`) and asked the same chat question ``--calls`` times with
+(:class:`collm_nas.llm.local_server.LocalModelServer`) and asked the same chat question ``--calls`` times with
 a prompt of about ``--prompt-lines`` history lines; settings alternate, repeat after repeat, so a noisy machine
 disturbs them alike. Printed: seconds to start (load until ``/v1/models`` answers), the median call, prompt
 and completion tokens, and how the server's process ended when it did not answer (on CPUs with AMX, extra
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from collm_nas.agents.local_model import LocalModelServer, local_model_path
+from collm_nas.llm.local_server import LocalModelServer, local_model_path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

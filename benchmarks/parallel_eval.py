@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from collm_nas.evaluators import EvaluatorSpec, ParallelEvaluator
-from collm_nas.spaces import get_space
+from collm_nas.backends import EvaluatorSpec, make_backend
+from collm_nas.spaces import SPACES
 
 def slow_evaluation(arch: dict, seed: int) -> dict:
     """The benchmark's evaluator (imported by name in the workers, which inherit the environment)."""
@@ -40,10 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ["PARALLEL_EVAL_SLEEP"] = str(args.sleep)  # set before any worker (or Ray) starts
-    space = get_space("nb201")
+    space = SPACES.resolve("nb201")
     codes = random.Random(0).sample(sorted(space.enumerate()), 2 * args.codes)
-    spec = EvaluatorSpec("parallel_eval:slow_evaluation", space, seed=0,
-                         options={"dataset": None, "table_path": None, "metric": "score", "mode": "max"})
+    spec = EvaluatorSpec("parallel_eval:slow_evaluation", space, seed=0, metric="score")
     runs = [("serial", None)] + [("process", w) for w in args.workers] + ([("ray", w) for w in args.workers]
                                                                          if args.ray else [])
     print(f"{args.codes} evaluations of {args.sleep:g} s per batch\n")
@@ -51,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|")
     reference = None
     for backend, workers in runs:
-        evaluator = ParallelEvaluator(spec, backend, workers)
+        evaluator = make_backend(backend, spec, workers=workers)
         times, results = [], []
         for batch in (codes[: args.codes], codes[args.codes:]):
             start = time.perf_counter()

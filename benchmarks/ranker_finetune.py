@@ -47,6 +47,7 @@ if str(ROOT) not in sys.path:  # examples.digits_mlp is imported from the reposi
     sys.path.insert(0, str(ROOT))
 
 from collm_nas import Workspace  # noqa: E402
+from collm_nas.agents.ranker import LLMRanker  # noqa: E402
 from collm_nas.trajectories import export_trajectories  # noqa: E402
 
 TRAIN_STRATEGIES = ("random", "rea", "local", "lmsearcher")
@@ -202,13 +203,13 @@ def _spread(items: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def _llm_picks(items: list[dict[str, Any]], options: dict[str, Any], style: str | None) -> dict[str, Any]:
-    from collm_nas.agents.llm_session import open_llm
+    from collm_nas.llm.session import open_llm
 
     picks, seconds, failed = [], [], 0
     with open_llm("local", options, roles=("ranker",)) as roles:
         if style is not None:
             roles.ranker_style = style
-        ranker, chat = roles.ranker(), roles.chat("ranker")
+        ranker, chat = LLMRanker.for_roles(roles), roles.chat("ranker")
         for it in items:
             started = time.perf_counter()
             outcome = ranker.pick(chat, it["space"], it["trials"], it["pool"], mode=it["mode"], max_redraws=0,

@@ -37,7 +37,7 @@ import torch
 
 from collm_nas.agents.surrogate import LearnedRanker
 from collm_nas.evaluators.nb201_table import DATASETS, load_table
-from collm_nas.spaces import get_space
+from collm_nas.spaces import SPACES
 from collm_nas.tools.validity import ValidityChecker
 
 DEFAULT_TABLE = "/work/shared/data/nb201.csv.gz"
@@ -103,7 +103,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     variants = args.variant or ["features", "codes"]
 
-    space = get_space("nb201")
+    space = SPACES.resolve("nb201")
     checker = ValidityChecker(space)
     legal = [c for c in space.enumerate() if checker.is_valid(c)]
     table = load_table(args.table)

@@ -68,9 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def make_network(setting: Setting, data: ImageDataset, seed: int) -> nn.Module:
-    from collm_nas.spaces import get_space
+    from collm_nas.spaces import SPACES
 
-    space = get_space(setting.space)
+    space = SPACES.resolve(setting.space)
     code = space.parse_arch(setting.arch) if setting.space == "mbv3" else setting.arch
     torch.manual_seed(seed)
     return build_network(space, code, num_classes=data.num_classes, in_channels=data.channels, **setting.options)

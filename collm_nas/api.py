@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 from langgraph.types import Command
 from pydantic import ValidationError
 
-from collm_nas.agents import make_strategy
+from collm_nas.agents import STRATEGIES
 from collm_nas.core import (AWAITING, FAILED, FINISHED, INTERRUPTED, FrontSummary, Objective, Objectives, RunConfig,
                             RunInfo, Settings, Trial, TrialStore, UserError, load_settings)
 from collm_nas.engine.figures import degraded_line, summarise_llm_rounds
 from collm_nas.engine.loop import SearchLoop, initial_state
 from collm_nas.engine.prepare import check_run_id, open_loop, prepare_run
-from collm_nas.evaluators.parallel import require_backend
+from collm_nas.backends import require_backend
 from collm_nas.graphs.graph import FINISH as FINISH_NODE
 from collm_nas.graphs.graph import NAVIGATOR, build_graph
 from collm_nas.graphs.graph import RECORD as RECORD_NODE
@@ -47,7 +47,7 @@ from collm_nas.storage import Checkpointer, open_trial_store, parse_store
 from collm_nas.storage.history import RunHistory
 
 if TYPE_CHECKING:  # the LLM stack is imported only by runs that use it
-    from collm_nas.agents.llm_session import LLMRoles
+    from collm_nas.llm.session import LLMRoles
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -418,25 +418,25 @@ class Workspace:
 
     def _check_llm(self, run_id: str, config: RunConfig, llm_roles: "LLMRoles | None") -> None:
         """The run's LLM must still be reachable here; one-line error if not."""
-        if not make_strategy(config.strategy).uses_llm:
+        if not STRATEGIES.resolve(config.strategy).uses_llm:
             return
         if config.llm == "custom" and llm_roles is None:
             raise UserError(f"run '{run_id}' used chat models passed to the API; go on from Python with "
                             "llm_roles=... (Workspace.resume / approve / fork)")
         if config.llm in ("endpoint", "local") and llm_roles is None:
-            from collm_nas.agents.llm_session import resolve_llm
+            from collm_nas.llm.session import resolve_llm
 
             resolve_llm(config.llm)
 
     @contextmanager
     def _llm(self, config: RunConfig, llm_roles: "LLMRoles | None", log_path: Path) -> Iterator["LLMRoles | None"]:
-        strategy = make_strategy(config.strategy)
+        strategy = STRATEGIES.resolve(config.strategy)
         if not strategy.uses_llm or config.llm == "none":
             yield None
         elif llm_roles is not None:
             yield llm_roles
         else:
-            from collm_nas.agents.llm_session import open_llm
+            from collm_nas.llm.session import open_llm
 
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open_llm(config.llm, config.role_options(), log_path=log_path, roles=strategy.llm_roles) as roles:
@@ -520,7 +520,7 @@ class Workspace:
             if on_progress is not None:
                 on_progress({"event": "approval", "run_id": run_id, "round": pending["round"], "pause": pending})
             return self.result(run_id, seconds=time.perf_counter() - started)
-        loop.evaluator.clear_spool()  # finished: nothing is waiting to be stored
+        loop.backend.clear_spool()  # finished: nothing is waiting to be stored
         self.store.release(run_id)  # (the finish node's status already did; a no-op then)
         return self.result(run_id, seconds=time.perf_counter() - started)
 
@@ -644,7 +644,7 @@ class Workspace:
         values = json.loads(json.dumps({k: v for k, v in point.values.items() if k != "conversation"}))
         config = parent.config.model_copy(deep=True)
         if strategy is not None:
-            make_strategy(strategy)  # unknown strategy: one-line error
+            STRATEGIES.resolve(strategy)  # unknown strategy: one-line error
             config.strategy = strategy
         if budget is not None:
             config.budget = budget

@@ -678,7 +678,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     import signal
 
-    from collm_nas.agents.finetune import FinetuneOptions
+    from collm_nas.finetune.train import FinetuneOptions
     from collm_nas.trajectories import finetune_ranker
 
     options = FinetuneOptions(epochs=args.epochs, max_samples=args.max_samples, lora_rank=args.lora_rank, lr=args.lr,
@@ -698,7 +698,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     if result.manifest.get("gguf") is None:
-        from collm_nas.agents.finetune import HF_BASE_HINT
+        from collm_nas.finetune.train import HF_BASE_HINT
 
         print(f"tuned model merged into {result.out / 'merged'} (no GGUF file: the base was a Hugging Face folder); "
               + HF_BASE_HINT.format(out=result.out))
@@ -708,48 +708,48 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_llm(args: argparse.Namespace) -> int:
-    from collm_nas.agents.local_model import serve_forever
+    from collm_nas.llm.local_server import serve_forever
 
     return serve_forever(host=args.host, port=args.port, log=args.log, model=args.model)
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from collm_nas.spaces import get_space, parse_constraints
+    from collm_nas.spaces import SPACES, parse_constraints
 
-    space = get_space(args.space)
+    space = SPACES.resolve(args.space)
     parse_constraints(args.constraint)
     print(space.describe(args.constraint))
     return 0
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from collm_nas.spaces import get_space
+    from collm_nas.spaces import SPACES
 
-    space = get_space(args.space)
+    space = SPACES.resolve(args.space)
     print(space.parse_arch(args.value))
     return 0
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from collm_nas.spaces import get_space
+    from collm_nas.spaces import SPACES
 
-    space = get_space(args.space)
+    space = SPACES.resolve(args.space)
     print(space.format_arch(args.value))
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from collm_nas.evaluators import make_evaluator
     from collm_nas.core.settings import load_settings
-    from collm_nas.spaces import get_space, parse_constraints
+    from collm_nas.evaluators import EVALUATORS
+    from collm_nas.spaces import SPACES, parse_constraints
     from collm_nas.tools import ValidityChecker
 
-    space = get_space(args.space)
+    space = SPACES.resolve(args.space)
     resources, known = None, set(space.cost_names)
     constraints = [*space.default_constraints, *args.constraint]
     if constraints and space.name == "nb201":
-        evaluator = make_evaluator("table", space, dataset=args.dataset,
-                                   table_path=load_settings().table_path(args.table))
+        evaluator = EVALUATORS.resolve("table", space, dataset=args.dataset,
+                                       options={"table": load_settings().table_path(args.table)})
         resources, known = evaluator.resources, known | set(evaluator.resource_names)
     checker = ValidityChecker(space, parse_constraints(constraints, known), resources)
     reports = [checker.report(code) for code in args.ncodes]

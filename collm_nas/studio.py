@@ -48,7 +48,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from collm_nas.agents import make_strategy
+from collm_nas.agents import STRATEGIES
 from collm_nas.api import _open_store, spec_from
 from collm_nas.core import AWAITING, RunConfig, UserError, load_settings
 from collm_nas.engine.loop import SearchLoop
@@ -175,7 +175,7 @@ atexit.register(close_server_llms)
 
 def server_llm(config: RunConfig, log_dir: Path) -> Any:
     """The LLM roles a run of this server talks to, opened on first use and kept for the process."""
-    strategy = make_strategy(config.strategy)
+    strategy = STRATEGIES.resolve(config.strategy)
     if not strategy.uses_llm or config.llm == "none":
         return None
     if config.llm not in ("endpoint", "local"):
@@ -185,7 +185,7 @@ def server_llm(config: RunConfig, log_dir: Path) -> Any:
     key = json.dumps([config.llm, options, list(strategy.llm_roles)], sort_keys=True)
     with _llm_lock:
         if key not in _llm_open:
-            from collm_nas.agents.llm_session import open_llm
+            from collm_nas.llm.session import open_llm
 
             log_dir.mkdir(parents=True, exist_ok=True)
             log_path = log_dir / f"server-llm-{len(_llm_open)}.log"
@@ -264,7 +264,7 @@ def _serve(name: str, node: Callable[..., Any]) -> Callable[..., Any]:
             loop.store.claim(loop.run_id)
         if name == FINISH:  # the run is over: its workers (process / ray backends) and spool go
             loop.close()
-            loop.evaluator.clear_spool()
+            loop.backend.clear_spool()
             with _loops_lock:
                 _loops.pop((db_path, state["run_id"]), None)
         return update

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from collm_nas.agents.finetune_data import Sample, load_samples, sample_from_dict
+from collm_nas.finetune.data import Sample, load_samples, sample_from_dict
 from collm_nas.agents.ranker import LLMRanker
 from collm_nas.api import Run
 from collm_nas.core import FINISHED, UserError
@@ -91,10 +91,10 @@ def finetune_ranker(out: str | Path, *, data: Sequence[str | Path] = (), runs: S
                     base: str | Path = "local", options: Any = None, progress: bool = True, log: Any = print):
     """``collm-nas finetune``: LoRA-tune ``base`` on the samples of ``data`` files and ``runs`` into ``out``.
 
-    Returns :class:`collm_nas.agents.finetune.FinetuneResult`; ``out`` then serves the ranker with
-    ``--llm local --llm-model OUT``. ``options`` is a :class:`~collm_nas.agents.finetune.FinetuneOptions`.
+    Returns :class:`collm_nas.finetune.train.FinetuneResult`; ``out`` then serves the ranker with
+    ``--llm local --llm-model OUT``. ``options`` is a :class:`~collm_nas.finetune.train.FinetuneOptions`.
     """
-    from collm_nas.agents.finetune import finetune
+    from collm_nas.finetune.train import finetune
 
     if not data and not runs:
         raise UserError("nothing to train on: give --data FILE.jsonl and/or --runs RUN_ID")

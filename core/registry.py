@@ -52,12 +52,23 @@ def import_attribute(target: str, what: str, *, expects: str = "attribute") -> A
 
 
 class Registry(Generic[T]):
-    """Named factories of one kind; ``module:attribute`` reaches outside the package."""
+    """Named factories of one kind; ``module:attribute`` reaches outside the package.
 
-    def __init__(self, kind: str, *, external_hint: str = "module.path:attribute") -> None:
+    ``adapt(value, name, *args, **kwargs)`` turns what a ``module:attribute`` names into the thing (a class to
+    instantiate, a function to wrap...); ``find(name)`` may answer names of another form before the
+    registry says it does not know them (a space file path, say). ``require(thing, name, tag)`` checks what
+    a tag promises of whatever was resolved under it (a fallback talks to no LLM, say).
+    """
+
+    def __init__(self, kind: str, *, external_hint: str = "module.path:attribute",
+                 adapt: Callable[..., T] | None = None, find: Callable[[str], T | None] | None = None,
+                 require: Callable[[T, str, str], None] | None = None) -> None:
         self.kind = kind
         self.external_hint = external_hint
         self._entries: dict[str, Entry[T]] = {}
+        self._adapt = adapt
+        self._find = find
+        self._require = require
 
     def register(self, name: str, factory: Callable[..., T] | None = None, *, help: str = "",
                  tags: tuple[str, ...] = (), **info: Any) -> Any:
@@ -99,17 +110,27 @@ class Registry(Generic[T]):
         parts = [f"{n} ({self._entries[n].help})" if self._entries[n].help else n for n in self.names(tag)]
         return "; ".join(parts) + f"; or your own as {self.external_hint}"
 
-    def factory(self, name: str, tag: str | None = None) -> Callable[..., T]:
-        """The factory registered under ``name``, or the ``module:attribute`` it names."""
-        if name in self._entries and (tag is None or tag in self._entries[name].tags):
-            return self._entries[name].factory
-        if self.is_external(name):
+    def resolve(self, name: str, *args: Any, tag: str | None = None, **kwargs: Any) -> T:
+        """The thing ``name`` stands for, built with ``args`` / ``kwargs``: a registered name (with ``tag``
+        when given), ``module.path:attribute`` from outside the package, or a name the registry's ``find``
+        knows. Anything else is a one-line UserError listing the choices."""
+        entry = self._entries.get(name)
+        if entry is not None:
+            if tag is not None and tag not in entry.tags:
+                if self._require is not None:  # let the tag's own check say why, where it can
+                    self._require(entry.factory(*args, **kwargs), name, tag)
+                raise UserError(f"{self.kind} '{name}' cannot serve as {tag}; choose one of "
+                                f"{', '.join(self.names(tag))} or give {self.external_hint}")
+            thing = entry.factory(*args, **kwargs)
+        elif self._find is not None and (found := self._find(name)) is not None:
+            thing = found
+        elif self.is_external(name):
             value = import_attribute(name, self.kind)
-            if not callable(value):
-                return lambda *args, **kwargs: value  # a ready-made instance
-            return value
-        choices = ", ".join(self.names(tag))
-        raise UserError(f"unknown {self.kind} '{name}'; choose one of {choices} or give {self.external_hint}")
-
-    def create(self, name: str, *args: Any, tag: str | None = None, **kwargs: Any) -> T:
-        return self.factory(name, tag)(*args, **kwargs)
+            thing = self._adapt(value, name, *args, **kwargs) if self._adapt is not None else (
+                value(*args, **kwargs) if callable(value) else value)
+        else:
+            raise UserError(f"unknown {self.kind} '{name}'; choose one of {', '.join(self.names(tag))} or give "
+                            f"{self.external_hint}")
+        if tag is not None and self._require is not None:
+            self._require(thing, name, tag)
+        return thing

@@ -30,7 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from collm_nas.agents import STRATEGIES, Coordinator, Screening, StopRule, make_fallback, make_strategy
+from collm_nas.agents import FALLBACK, STRATEGIES, Coordinator, Screening, StopRule
+from collm_nas.backends import EvaluatorSpec, make_backend
 from collm_nas.core import (Objective, Objectives, RoundContext, RunConfig, SearchGoal, SearchSpace, SearchStrategy,
                             Strategy, ToolCallsPending, TrialStore, UserError, stale_rounds)
 from collm_nas.core.store import FINISHED
@@ -38,8 +39,8 @@ from collm_nas.engine.approval import (Pause, apply_edit, estimate_costs, needs_
                                        strategy_shown)
 from collm_nas.engine.figures import llm_figures
 from collm_nas.engine.prior import Prior, load_prior
-from collm_nas.evaluators import EvaluatorSpec, ParallelEvaluator
-from collm_nas.spaces import get_space, parse_constraints, space_from_dict
+from collm_nas.evaluators import reads_table
+from collm_nas.spaces import SPACES, parse_constraints, space_from_dict
 from collm_nas.storage import RunHistory
 from collm_nas.tools import ValidityChecker
 
@@ -59,7 +60,7 @@ def resolve_space(config: RunConfig) -> SearchSpace:
     """The run's space: the stored snapshot of a space file, else the registered / imported one."""
     if config.space_definition is not None:
         return space_from_dict(config.space_definition, source=f"stored space '{config.space}'")
-    return get_space(config.space)
+    return SPACES.resolve(config.space)
 
 
 def run_objectives(config: RunConfig) -> Objectives | None:
@@ -86,15 +87,22 @@ def check_objectives(objectives: Objectives, evaluator: Any) -> None:
 
 
 def evaluator_spec(config: RunConfig, space: SearchSpace, table_path: str | None) -> EvaluatorSpec:
-    """How the run's evaluator is built (``make_evaluator``'s arguments), here and in every worker."""
-    if table_path is not None:
-        table_path = str(Path(table_path).expanduser().resolve())  # workers may run elsewhere (Ray)
+    """How the run's evaluator is built (``EVALUATORS.resolve``'s arguments), here and in every worker.
+
+    The evaluator's options are the spec's ``train_options``; an evaluator that reads a table gets the
+    workspace's table file (``--table`` / ``COLLM_NAS_NB201_TABLE``) unless the spec names one itself.
+    """
+    options = dict(config.train_options)
+    if reads_table(config.evaluator) and table_path is not None:
+        options.setdefault("table", str(Path(table_path).expanduser().resolve()))  # workers may run elsewhere
     return EvaluatorSpec(
         kind=config.evaluator,
         space=space,
         seed=config.seed,
-        options=dict(dataset=config.dataset, table_path=table_path, metric=config.metric, mode=config.mode,
-                     train_options=dict(config.train_options)),
+        dataset=config.dataset,
+        metric=config.metric,
+        mode=config.mode,
+        options=options,
         metrics=Objectives.parse(config.objectives).metrics if len(config.objectives) > 1 else (),
     )
 
@@ -126,33 +134,35 @@ class SearchLoop:
         self.table_path = table_path
         self.space = resolve_space(config)
         spec = evaluator_spec(config, self.space, table_path)
-        inner = dataclasses.replace(spec, metrics=()).build()
+        # The run's evaluator: what a trial costs and returns, with its own capabilities (resources, costs,
+        # reference columns); where its evaluations run is the backend's business (built below).
+        evaluator = self.evaluator = dataclasses.replace(spec, metrics=()).build()
         if self.objectives is not None:
-            check_objectives(self.objectives, inner)
+            check_objectives(self.objectives, evaluator)
             if spec.metrics:
-                inner.want_metrics(spec.metrics)
-        known = set(inner.resource_names) | self.space.cost_names
+                evaluator.want_metrics(spec.metrics)
+        known = set(evaluator.resource_names) | self.space.cost_names
         constraint_texts = [*self.space.default_constraints,
                             *(c for c in config.constraints if c not in self.space.default_constraints)]
         constraints = parse_constraints(constraint_texts, known)
-        self.checker = ValidityChecker(self.space, constraints, inner.resources)
-        strategy = strategy or make_strategy(config.strategy)  # a strategy object may be handed in (tests)
-        fallback = make_fallback(config.fallback)
+        self.checker = ValidityChecker(self.space, constraints, evaluator.resources)
+        strategy = strategy or STRATEGIES.resolve(config.strategy)  # a strategy object may be handed in (tests)
+        fallback = STRATEGIES.resolve(config.fallback, tag=FALLBACK)
         if strategy.needs_llm and config.llm == "none":
             strategy = fallback  # no LLM available: the run is the LLM-free strategy (the faces say so)
         self.strategy = strategy
         if self.multi_objective:
             for what, part in (("strategy", strategy), ("fallback", fallback)):
                 if not part.multi_objective:
-                    able = ", ".join(n for n in STRATEGIES if make_strategy(n).multi_objective)
+                    able = ", ".join(n for n in STRATEGIES if STRATEGIES.resolve(n).multi_objective)
                     raise UserError(f"the {what} '{part.name}' searches one objective only and this run has "
                                     f"{len(self.objectives)}; pick one that searches several ({able}) "
                                     "or give one --objective")
         self.legal_count = self.checker.count_legal()
         self._check_space(constraint_texts)
-        # Batches run serially, on worker processes or on Ray; the results are the same (evaluators/parallel.py).
-        self.evaluator = ParallelEvaluator(evaluator_spec(config, self.space, table_path), config.backend or "serial",
-                                           config.workers, inner=inner, spool_dir=spool_dir)
+        # Batches run serially, on worker processes or on Ray; the results are the same (collm_nas.backends).
+        self.backend = make_backend(config.backend or "serial", spec, workers=config.workers, spool_dir=spool_dir,
+                                    evaluator=evaluator)
         self.objective = Objective(self.evaluator.searched_metric, self.evaluator.mode)
         self.coordinator = Coordinator(
             self.checker,
@@ -169,7 +179,7 @@ class SearchLoop:
             objectives=self.objectives.items if self.multi_objective else (),
         )
         self.history = RunHistory(store, run_id, self.objective)
-        self.prior: Prior | None = (load_prior(config, run_id, inner, self.checker.is_valid, store)
+        self.prior: Prior | None = (load_prior(config, run_id, evaluator, self.checker.is_valid, store)
                                     if config.prior else None)
         self._llm = llm  # LLMRoles, or a callable that opens them on first use (a LangGraph server)
         self._tools = tools  # callable(loop, role) -> list of LangChain tools, or None
@@ -379,7 +389,7 @@ class SearchLoop:
         round_no = state["round"]
         done = self.store.recorded(self.run_id, batch)
         todo = [code for code in batch if code not in done]
-        for result in self.evaluator.iter_evaluate(todo):
+        for result in self.backend.iter_evaluate(todo):
             trial = result.recorded(round=round_no, value=self.objective.value(result))
             if trial.status == "ok" and self.objectives is not None and (missing := self.objectives.missing(trial)):
                 trial = dataclasses.replace(
@@ -443,7 +453,8 @@ class SearchLoop:
         return {}
 
     def close(self) -> None:
-        """Stop the evaluator's workers (process / Ray backends)."""
+        """Stop the backend's workers (process / Ray) and release what the evaluator holds."""
+        self.backend.close()
         self.evaluator.close()
 
     # ---------------------------------------------------------------- routing

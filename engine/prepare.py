@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collm_nas.agents import make_strategy
+from collm_nas.agents import STRATEGIES
 from collm_nas.core import ACTIVE, RunConfig, Settings, TrialStore, UserError
 from collm_nas.engine.loop import SearchLoop
 from collm_nas.evaluators import default_dataset, run_label
-from collm_nas.evaluators.parallel import require_backend
+from collm_nas.backends import require_backend
 from collm_nas.spaces import is_space_file, load_space_file
 from collm_nas.storage import spool_dir
 
@@ -77,11 +77,11 @@ def resolve_config(config: RunConfig, settings: Settings, *, runs_dir: Path | No
         # The supernet is trained once and kept with the runs (stored with the run: resume and fork find it).
         base = Path(runs_dir) if runs_dir is not None else settings.runs_dir
         config.train_options["cache_dir"] = str((base / "supernets").expanduser().resolve())
-    strategy = make_strategy(config.strategy)
+    strategy = STRATEGIES.resolve(config.strategy)
     note = None
     if not strategy.uses_llm:
         return config, None
-    from collm_nas.agents.llm_session import check_role_options, resolve_llm
+    from collm_nas.llm.session import check_role_options, resolve_llm
 
     check_role_options(config.role_options())
     if custom_llm:

@@ -1,13 +1,14 @@
 """The evaluator registry: ``--evaluator NAME`` or ``--evaluator module.path:attribute``.
 
-Every factory is called the same way::
+Every evaluator is built the same way::
 
-    factory(space, dataset=..., table_path=..., metric=..., mode=..., options={...})
+    EVALUATORS.resolve(name, space, dataset=..., metric=..., mode=..., options={...})
 
-and returns an :class:`~collm_nas.core.Evaluator`. From outside the package,
-``module:function`` is a function that scores a decoded architecture
-(:class:`~collm_nas.evaluators.callable.CallableEvaluator` wraps it) and
-``module:Class`` an Evaluator subclass, built with the call above.
+and is an :class:`~collm_nas.core.Evaluator`. ``options`` are the evaluator's own settings (``--train-option``;
+the table evaluator's one option is ``table``, the table file, which the engine fills in from ``--table`` /
+``COLLM_NAS_NB201_TABLE``). From outside the package, ``module:function`` is a function that scores a decoded
+architecture (:class:`~collm_nas.evaluators.callable.CallableEvaluator` wraps it) and ``module:Class`` an
+Evaluator subclass, built with the keywords above.
 
 Entry facts (``info``): ``dataset`` (the default data set), ``options``
 (whether it takes ``--train-option`` settings) and ``label`` (what a run id
@@ -21,29 +22,59 @@ from typing import Any
 
 from collm_nas.core import Evaluator, Registry, SearchSpace, UserError, import_attribute
 
-EVALUATORS: Registry[Evaluator] = Registry("evaluator", external_hint="module.path:function (or :EvaluatorClass)")
+def _refuse_options(name: str, options: dict) -> UserError:
+    takers = option_evaluators()
+    return UserError(f"train options ({', '.join(sorted(options))}) apply only to --evaluator "
+                     f"{', '.join(takers[:-1])} or {takers[-1]} (or your own Evaluator class), not to {name}")
+
+
+def _adapt(value: Any, name: str, space: SearchSpace, *, dataset: str | None = None, metric: str | None = None,
+           mode: str = "max", options: dict | None = None) -> Evaluator:
+    """What ``module:attribute`` names, as an evaluator: a class built the common way, an instance, or a
+    function scoring a decoded architecture."""
+    options = dict(options or {})
+    if inspect.isclass(value) and issubclass(value, Evaluator):
+        return value(space, dataset=dataset, metric=metric, mode=mode, options=options)
+    if options:
+        raise _refuse_options(name, options)
+    if isinstance(value, Evaluator):
+        return value
+    if not callable(value):
+        module, _, attr = name.partition(":")
+        raise UserError(f"'{attr}' in module '{module}' is not a function or an Evaluator class")
+    from collm_nas.evaluators.callable import CallableEvaluator
+
+    return CallableEvaluator(space, value, metric=metric, mode=mode, target=name)
+
+
+EVALUATORS: Registry[Evaluator] = Registry("evaluator", external_hint="module.path:function (or :EvaluatorClass)",
+                                           adapt=_adapt)
 
 
 @EVALUATORS.register("table", help="NAS-Bench-201 results looked up in the table", dataset="cifar10",
-                     label="dataset", options=False)
-def _table(space: SearchSpace, *, dataset: str | None, table_path: str | None, metric: str | None = None,
-           mode: str = "max", options: dict | None = None) -> Evaluator:
+                     label="dataset", options=False, reads_table=True)
+def _table(space: SearchSpace, *, dataset: str | None = None, metric: str | None = None, mode: str = "max",
+           options: dict | None = None) -> Evaluator:
     from collm_nas.evaluators.nb201_table import NB201TableEvaluator
     from collm_nas.spaces.nb201 import NB201Space
 
+    options = dict(options or {})
+    table = options.pop("table", None)
+    if options:
+        raise _refuse_options("table", options)
     if not isinstance(space, NB201Space):
         raise UserError(
             f"the table evaluator covers only the nb201 space, not '{space.name}'; "
             "use --evaluator train (real training, nb201 and mbv3) or module.path:function for your own space")
-    if table_path is None:
+    if table is None:
         raise UserError("no NAS-Bench-201 table configured; set --table or COLLM_NAS_NB201_TABLE")
-    return NB201TableEvaluator(table_path, dataset=dataset or "cifar10", metric=metric, mode=mode)
+    return NB201TableEvaluator(table, dataset=dataset or "cifar10", metric=metric, mode=mode)
 
 
 @EVALUATORS.register("train", help="real training of every architecture (nb201, mbv3)", dataset="digits",
                      label="space-dataset", options=True)
-def _train(space: SearchSpace, *, dataset: str | None, table_path: str | None = None, metric: str | None = None,
-           mode: str = "max", options: dict | None = None) -> Evaluator:
+def _train(space: SearchSpace, *, dataset: str | None = None, metric: str | None = None, mode: str = "max",
+           options: dict | None = None) -> Evaluator:
     from collm_nas.evaluators.trainer import TrainEvaluator  # imports the networks only when needed
 
     return TrainEvaluator(space, dataset or "digits", options=options, metric=metric, mode=mode)
@@ -51,8 +82,8 @@ def _train(space: SearchSpace, *, dataset: str | None, table_path: str | None = 
 
 @EVALUATORS.register("supernet", help="nb201 weights inherited from a supernet trained once", dataset="digits",
                      label="space-dataset", options=True)
-def _supernet(space: SearchSpace, *, dataset: str | None, table_path: str | None = None,
-              metric: str | None = None, mode: str = "max", options: dict | None = None) -> Evaluator:
+def _supernet(space: SearchSpace, *, dataset: str | None = None, metric: str | None = None, mode: str = "max",
+              options: dict | None = None) -> Evaluator:
     from collm_nas.evaluators.supernet import SupernetEvaluator
 
     return SupernetEvaluator(space, dataset or "digits", options=options, metric=metric, mode=mode)
@@ -60,39 +91,16 @@ def _supernet(space: SearchSpace, *, dataset: str | None, table_path: str | None
 
 @EVALUATORS.register("proxy", help="nb201 zero-cost proxies: synflow, naswot, grad_norm", dataset="digits",
                      label="space-dataset", options=True)
-def _proxy(space: SearchSpace, *, dataset: str | None, table_path: str | None = None, metric: str | None = None,
-           mode: str = "max", options: dict | None = None) -> Evaluator:
+def _proxy(space: SearchSpace, *, dataset: str | None = None, metric: str | None = None, mode: str = "max",
+           options: dict | None = None) -> Evaluator:
     from collm_nas.evaluators.proxies import ProxyEvaluator
 
     return ProxyEvaluator(space, dataset or "digits", options=options, metric=metric, mode=mode)
 
 
-def make_evaluator(name: str, space: SearchSpace, *, dataset: str | None = None, table_path: str | None = None,
-                   metric: str | None = None, mode: str = "max", train_options: dict | None = None) -> Evaluator:
-    """Build the evaluator a run asks for: a registered name or ``module:attribute``."""
-    options = dict(train_options or {})
-    takers = option_evaluators()
-    refuse = UserError(f"train options ({', '.join(sorted(options))}) apply only to --evaluator "
-                       f"{', '.join(takers[:-1])} or {takers[-1]} (or your own Evaluator class)")
-    if options and name in EVALUATORS and not takes_options(name):
-        raise refuse
-    if EVALUATORS.is_external(name) and name not in EVALUATORS:
-        target = import_attribute(name, "evaluator")
-        if inspect.isclass(target) and issubclass(target, Evaluator):
-            return target(space, dataset=dataset, table_path=table_path, metric=metric, mode=mode,
-                          options=options)
-        if isinstance(target, Evaluator):
-            return target
-        from collm_nas.evaluators.callable import CallableEvaluator
-
-        if not callable(target):
-            module, _, attr = name.partition(":")
-            raise UserError(f"'{attr}' in module '{module}' is not a function or an Evaluator class")
-        if options:
-            raise refuse
-        return CallableEvaluator(space, target, metric=metric, mode=mode, target=name)
-    factory = EVALUATORS.factory(name)
-    return factory(space, dataset=dataset, table_path=table_path, metric=metric, mode=mode, options=options)
+def reads_table(name: str) -> bool:
+    """Whether the evaluator looks results up in a table (``--table`` / ``COLLM_NAS_NB201_TABLE``)."""
+    return bool(EVALUATORS.info(name, "reads_table", False))
 
 
 def option_evaluators() -> list[str]:
@@ -123,4 +131,4 @@ def run_label(evaluator: str, space: str, dataset: str | None) -> str:
     return Path(space).stem if not EVALUATORS.is_external(space) else space.rpartition(":")[2]
 
 
-__all__ = ["EVALUATORS", "default_dataset", "make_evaluator", "option_evaluators", "run_label", "takes_options"]
+__all__ = ["EVALUATORS", "default_dataset", "option_evaluators", "reads_table", "run_label", "takes_options"]

@@ -25,7 +25,7 @@ present, with the data on the GPU, bf16 autocast and channels-last layout;
 on the CPU everything is seeded and deterministic.
 
     from collm_nas.evaluators.supernet import SupernetConfig, SupernetEvaluator
-    ev = SupernetEvaluator(get_space("nb201"), "digits", options={"epochs": 30})
+    ev = SupernetEvaluator(SPACES.resolve("nb201"), "digits", options={"epochs": 30})
     ev.evaluate(["333132", "101300"])   # the first call trains (or loads) the supernet
 """
 

@@ -467,9 +467,9 @@ def train_architecture(
 
 def _decode(space: Any, ncode: str) -> dict[str, str]:
     if isinstance(space, str):
-        from collm_nas.spaces import get_space
+        from collm_nas.spaces import SPACES
 
-        space = get_space(space)
+        space = SPACES.resolve(space)
     return space.decode(ncode)
 
 

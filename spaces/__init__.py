@@ -1,6 +1,6 @@
 """Search spaces: NAS-Bench-201, mbv3, YAML/JSON space files, and resource constraints.
 
-They are registered in :data:`SPACES` (``spaces/registry.py``); ``get_space`` resolves a name, a file or
+They are registered in :data:`SPACES` (``spaces/registry.py``); ``SPACES.resolve`` takes a name, a file or
 ``module:attribute``.
 """
 
@@ -9,7 +9,7 @@ from collm_nas.spaces.constraints import Constraint, parse_constraint, parse_con
 from collm_nas.spaces.loader import load_space_file, space_from_dict
 from collm_nas.spaces.mbv3 import mbv3_space
 from collm_nas.spaces.nb201 import NB201Space
-from collm_nas.spaces.registry import SPACES, get_space, is_space_file
+from collm_nas.spaces.registry import SPACES, is_space_file
 
 __all__ = [
     "SPACES",
@@ -18,7 +18,6 @@ __all__ = [
     "NB201Space",
     "Problem",
     "SearchSpace",
-    "get_space",
     "is_space_file",
     "load_space_file",
     "mbv3_space",

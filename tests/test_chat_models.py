@@ -15,7 +15,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel
 
-from collm_nas.agents.chat_models import (
+from collm_nas.llm.chat_models import (
     LLMUnavailable,
     RetryPolicy,
     RoleModelConfig,
@@ -25,7 +25,7 @@ from collm_nas.agents.chat_models import (
     retry_after_s,
     role_config,
 )
-from collm_nas.agents.structured import StructuredChat, extract_json_object, mode_for_models_listing
+from collm_nas.llm.structured import StructuredChat, extract_json_object, mode_for_models_listing
 from collm_nas.core.errors import UserError
 
 FAST = RetryPolicy(max_attempts=3, initial_wait_s=0.01, max_wait_s=2.0, max_total_s=10.0, jitter_s=0.0)

@@ -20,7 +20,7 @@ import pytest
 
 from collm_nas import Workspace
 from collm_nas.agents.collm import extract_codes
-from collm_nas.agents.llm_session import resolve_llm
+from collm_nas.llm.session import resolve_llm
 from collm_nas.core.errors import UserError
 
 from cli_runner import kill_when
@@ -226,7 +226,7 @@ def test_without_any_llm_the_fallback_runs_and_says_so(tmp_path, table_path, mon
     for key in list(os.environ):
         if key.startswith(("COLLM_NAS_LLM_", "OPENAI_")):
             monkeypatch.delenv(key)
-    monkeypatch.setattr("collm_nas.agents.llm_session.local_model_available", lambda: False)
+    monkeypatch.setattr("collm_nas.llm.session.local_model_available", lambda: False)
     source, note = resolve_llm("auto", environ={})
     assert source == "none" and "without an LLM" in note and "\n" not in note
     with pytest.raises(UserError, match="COLLM_NAS_LLM_BASE_URL"):

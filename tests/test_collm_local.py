@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from collm_nas import Workspace
-from collm_nas.agents.local_model import INSTALL_HINT, local_model_available
+from collm_nas.llm.local_server import INSTALL_HINT, local_model_available
 
 
 pytestmark = pytest.mark.local_llm
@@ -100,7 +100,7 @@ def test_the_real_model_calls_a_tool_through_the_tool_node_then_answers(tmp_path
     from langchain_core.messages import AIMessage
 
     from collm_nas.agents.collm import LLMNavigator, NavigatorAnswer, parse_strategy
-    from collm_nas.agents.llm_session import open_llm
+    from collm_nas.llm.session import open_llm
     from collm_nas.core import RunConfig
     from collm_nas.engine.prepare import open_loop
     from collm_nas.engine.tool_calls import run_tool_calls

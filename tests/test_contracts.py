@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from collm_nas.agents import make_strategy
+from collm_nas.agents import STRATEGIES
 from collm_nas.core import SearchStrategy
-from collm_nas.evaluators import make_evaluator
-from collm_nas.spaces import get_space
+from collm_nas.evaluators import EVALUATORS
+from collm_nas.spaces import SPACES
 from collm_nas.testing import EvaluatorContract, StrategyContract, contract_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,21 +23,21 @@ if str(ROOT) not in sys.path:
 # ================================================================= strategies
 class TestRandom(StrategyContract):
     def make_strategy(self) -> SearchStrategy:
-        return make_strategy("random")
+        return STRATEGIES.resolve("random")
 
 
 class TestRegularizedEvolution(StrategyContract):
     budget = 25
 
     def make_strategy(self) -> SearchStrategy:
-        return make_strategy("rea")
+        return STRATEGIES.resolve("rea")
 
 
 class TestLocalSearch(StrategyContract):
     batch_size = 3
 
     def make_strategy(self) -> SearchStrategy:
-        return make_strategy("local")
+        return STRATEGIES.resolve("local")
 
 
 class TestLMSearcherLearnedRanker(StrategyContract):
@@ -46,7 +46,7 @@ class TestLMSearcherLearnedRanker(StrategyContract):
     budget = 16
 
     def make_strategy(self) -> SearchStrategy:
-        return make_strategy("lmsearcher")
+        return STRATEGIES.resolve("lmsearcher")
 
 
 class OnTheNB201Table:
@@ -67,7 +67,7 @@ class TestLMSearcherOnNB201(OnTheNB201Table, StrategyContract):
     budget = 14
 
     def make_strategy(self) -> SearchStrategy:
-        return make_strategy("lmsearcher")
+        return STRATEGIES.resolve("lmsearcher")
 
 
 class TestLMSearcherOnAConditionalSpace(StrategyContract):
@@ -79,14 +79,14 @@ class TestLMSearcherOnAConditionalSpace(StrategyContract):
     budget = 14
 
     def make_strategy(self) -> SearchStrategy:
-        return make_strategy("lmsearcher")
+        return STRATEGIES.resolve("lmsearcher")
 
 
 class TestExampleOptionBandit(StrategyContract):
     """The one-file user strategy of examples/, reached as module:attribute."""
 
     def make_strategy(self) -> SearchStrategy:
-        return make_strategy("examples.bandit_strategy:OptionBandit")
+        return STRATEGIES.resolve("examples.bandit_strategy:OptionBandit")
 
     def test_it_comes_from_its_class_attributes(self) -> None:
         strategy = self.make_strategy()
@@ -100,7 +100,7 @@ class TestExampleOptionBanditOnNB201(OnTheNB201Table, StrategyContract):
     budget = 24
 
     def make_strategy(self) -> SearchStrategy:
-        return make_strategy("examples.bandit_strategy:OptionBandit")
+        return STRATEGIES.resolve("examples.bandit_strategy:OptionBandit")
 
 
 def test_the_user_strategy_runs_from_the_cli_as_module_attribute(tmp_path: Path, table_path: str) -> None:
@@ -127,7 +127,7 @@ class TestTableEvaluator(EvaluatorContract):
         self.table_path = table_path
 
     def make_evaluator(self):
-        return make_evaluator("table", get_space("nb201"), dataset="cifar100", table_path=self.table_path)
+        return EVALUATORS.resolve("table", SPACES.resolve("nb201"), dataset="cifar100", options={"table": self.table_path})
 
     def codes(self):
         return ["333132", "000001", "444444"]
@@ -141,7 +141,7 @@ class TestCallableEvaluator(EvaluatorContract):
     bad_code = "99"
 
     def make_evaluator(self):
-        return make_evaluator("collm_nas.testing:contract_score", contract_space(), metric="score")
+        return EVALUATORS.resolve("collm_nas.testing:contract_score", contract_space(), metric="score")
 
     def codes(self):
         return ["0000", "2311", "1201"]  # '0000' breaks the space's rule: a failed trial, not an exception
@@ -153,8 +153,8 @@ class TestExampleDigitsMLPEvaluator(EvaluatorContract):
     bad_code = "9"
 
     def make_evaluator(self):
-        space = get_space(str(ROOT / "examples" / "digits_mlp.yaml"))
-        return make_evaluator("examples.digits_mlp:evaluate", space, metric="valid_acc")
+        space = SPACES.resolve(str(ROOT / "examples" / "digits_mlp.yaml"))
+        return EVALUATORS.resolve("examples.digits_mlp:evaluate", space, metric="valid_acc")
 
     def codes(self):
         return ["0200010", "2343121"]
@@ -166,8 +166,8 @@ class TestTrainEvaluator(EvaluatorContract):
     bad_code = "33333"
 
     def make_evaluator(self):
-        return make_evaluator("train", get_space("nb201"), dataset="digits",
-                              train_options={"epochs": "1", "channels": "4", "cells": "1", "image_size": "8",
+        return EVALUATORS.resolve("train", SPACES.resolve("nb201"), dataset="digits",
+                              options={"epochs": "1", "channels": "4", "cells": "1", "image_size": "8",
                                              "threads": "1"})
 
     def codes(self):

@@ -15,7 +15,7 @@ from collm_nas.evaluators import (
     NB201TableEvaluator,
     Trial,
     load_table,
-    make_evaluator,
+    EVALUATORS,
 )
 from collm_nas.spaces import NB201Space, space_from_dict
 
@@ -259,17 +259,17 @@ def test_unknown_dataset_and_metric(table_path):
 # ============================================================ make_evaluator
 def test_make_evaluator(table_path, user_space):
     nb201 = NB201Space()
-    ev = make_evaluator("table", nb201, dataset=None, table_path=table_path)
+    ev = EVALUATORS.resolve("table", nb201, dataset=None, options={"table": table_path})
     assert isinstance(ev, NB201TableEvaluator) and ev.dataset == "cifar10"
-    ev = make_evaluator("table", nb201, dataset="imagenet16", table_path=table_path)
+    ev = EVALUATORS.resolve("table", nb201, dataset="imagenet16", options={"table": table_path})
     assert ev.searched_metric == "imagenet16_test"
     with pytest.raises(UserError, match="covers only the nb201 space, not 'toy'"):
-        make_evaluator("table", user_space, dataset="cifar10", table_path=table_path)
+        EVALUATORS.resolve("table", user_space, dataset="cifar10", options={"table": table_path})
     with pytest.raises(UserError, match="no NAS-Bench-201 table configured"):
-        make_evaluator("table", nb201, dataset="cifar10", table_path=None)
+        EVALUATORS.resolve("table", nb201, dataset="cifar10")
     with pytest.raises(UserError, match="unknown evaluator 'bogus'"):
-        make_evaluator("bogus", nb201, dataset=None, table_path=None)
-    ev = make_evaluator("helpers_eval:score", user_space, dataset=None, table_path=None, metric="acc", mode="min")
+        EVALUATORS.resolve("bogus", nb201, dataset=None)
+    ev = EVALUATORS.resolve("helpers_eval:score", user_space, dataset=None, metric="acc", mode="min")
     assert isinstance(ev, CallableEvaluator)
     assert (ev.searched_metric, ev.reported_metric, ev.mode) == ("acc", "acc", "min")
 
@@ -364,4 +364,4 @@ def test_table_evaluator_refuses_a_user_space_named_nb201(table_path):
         {"name": "nb201", "decisions": [{"name": "depth", "options": [1, 2]}, {"name": "width", "options": [8, 16]}]}
     )
     with pytest.raises(UserError, match="covers only the nb201 space"):
-        make_evaluator("table", impostor, dataset="cifar10", table_path=table_path)
+        EVALUATORS.resolve("table", impostor, dataset="cifar10", options={"table": table_path})

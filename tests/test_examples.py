@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from collm_nas import Workspace
-from collm_nas.spaces import get_space
+from collm_nas.spaces import SPACES
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = str(ROOT / "examples" / "digits_mlp.yaml")
@@ -50,7 +50,7 @@ def test_example_space_and_evaluator(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT))
     from examples.digits_mlp import build_mlp, evaluate
 
-    space = get_space(SPACE)
+    space = SPACES.resolve(SPACE)
     assert space.name == "digits-mlp" and space.length == 8
     arch = space.decode(space.encode({"depth": "2", "width_1": "64", "width_2": "32", "activation": "relu",
                                       "batch_norm": "true", "dropout": "0.1", "lr": "0.003"}))
@@ -82,7 +82,7 @@ def test_api_lmsearcher_with_the_learned_ranker(tmp_path: Path, monkeypatch: pyt
     assert result.status == "finished" and result.evaluations == 12
     trials = ws.run("mlp-lm").trials()
     assert len({t.ncode for t in trials}) == 12 and all(t.status == "ok" for t in trials)
-    assert all(get_space(SPACE).decode(t.ncode) for t in trials)
+    assert all(SPACES.resolve(SPACE).decode(t.ncode) for t in trials)
 
 
 @pytest.mark.parametrize("strategy", ["random", "local", "collm", "hybrid"])
@@ -133,7 +133,7 @@ def test_approval_pause_is_answered_with_an_edit(env: dict[str, str]) -> None:
     pause = Workspace(env["COLLM_NAS_RUNS_DIR"]).pending_approval("ask")
     batch = [c["ncode"] for c in pause["candidates"]]
     assert len(batch) == 3 and all(c["decoded"]["activation"] for c in pause["candidates"])
-    space = get_space(SPACE)
+    space = SPACES.resolve(SPACE)
     extra = space.encode({"depth": "1", "width_1": "128", "activation": "relu", "batch_norm": "false",
                           "dropout": "0.0", "lr": "0.01"})
     assert extra not in batch

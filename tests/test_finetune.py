@@ -16,15 +16,15 @@ import pytest
 from fake_openai import FakeOpenAIServer, Reply
 
 from collm_nas import Workspace
-from collm_nas.agents.chat_models import RetryPolicy, RoleModelConfig
-from collm_nas.agents.finetune import FinetuneOptions, choose, resolve_base, signature
-from collm_nas.agents.finetune_data import load_samples
+from collm_nas.llm.chat_models import RetryPolicy, RoleModelConfig
+from collm_nas.finetune.train import FinetuneOptions, choose, resolve_base, signature
+from collm_nas.finetune.data import load_samples
 from collm_nas.agents.ranker import LLMRanker, history_lines
-from collm_nas.agents.structured import StructuredChat
-from collm_nas.agents.tuned_ranker import find_model
+from collm_nas.llm.structured import StructuredChat
+from collm_nas.llm.model_files import find_model
 from collm_nas.cli import main
 from collm_nas.core import Trial, UserError
-from collm_nas.spaces import get_space
+from collm_nas.spaces import SPACES
 from collm_nas.tools.grammar import pick_code_gbnf
 from collm_nas.trajectories import export_trajectories
 
@@ -75,7 +75,7 @@ def test_bare_code_grammar_admits_exactly_the_pool() -> None:
 
 
 def test_compact_ranker_sends_the_bare_code_grammar_and_reads_a_bare_answer() -> None:
-    space = get_space("nb201")
+    space = SPACES.resolve("nb201")
     fast = RetryPolicy(max_attempts=1, initial_wait_s=0.0, max_wait_s=0.0, max_total_s=5.0, jitter_s=0.0)
     with FakeOpenAIServer([Reply.text("204130")], owned_by="llamacpp") as server:
         chat = StructuredChat(RoleModelConfig(role="ranker", base_url=server.base_url, model="m", timeout_s=5,
@@ -183,7 +183,7 @@ def test_base_models_are_gguf_files_folders_with_one_or_hf_folders(tmp_path: Pat
 
 
 def test_the_checkpoint_signature_follows_data_and_shaping_options(samples_file: Path, tmp_path: Path) -> None:
-    from collm_nas.agents.finetune import Base
+    from collm_nas.finetune.train import Base
 
     samples = load_samples([samples_file])
     base = Base(tmp_path, "m.gguf", "local")
@@ -212,7 +212,7 @@ def test_llm_model_must_name_a_tuned_folder_or_a_gguf_file(tmp_path: Path) -> No
 # ------------------------------------------------------------------ GGUF export
 def test_gguf_export_adds_permuted_updates_and_copies_the_rest(tmp_path: Path) -> None:
     gguf = pytest.importorskip("gguf")
-    from collm_nas.agents.gguf_export import export_merged_gguf, llama_permute
+    from collm_nas.finetune.gguf_export import export_merged_gguf, llama_permute
 
     rng = np.random.default_rng(0)
     q = rng.standard_normal((64, 64)).astype(np.float32)
@@ -290,7 +290,7 @@ def tiny_base(tmp_path_factory) -> Path:
 
 
 def _tiny_finetune(samples_file: Path, out: Path, base: Path, seed: int = 0):
-    from collm_nas.agents.finetune import finetune
+    from collm_nas.finetune.train import finetune
 
     return finetune(load_samples([samples_file]), out, base=base, options=FinetuneOptions(seed=seed, **TINY),
                     progress=False, log=lambda _: None)
@@ -357,7 +357,7 @@ def _interrupt_training(monkeypatch, at_call: int, error: type[BaseException]) -
     """Raise ``error`` in the ``at_call``-th forward pass of training (the answer-loss probes run without grad)."""
     import torch
 
-    from collm_nas.agents import finetune as module
+    from collm_nas.finetune import train as module
 
     real, calls = module._answer_loss, [0]
 
@@ -373,7 +373,7 @@ def _interrupt_training(monkeypatch, at_call: int, error: type[BaseException]) -
 
 def test_ctrl_c_saves_and_the_resumed_run_ends_with_the_uninterrupted_weights(
         tiny_reference, tiny_base: Path, samples_file: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    from collm_nas.agents.finetune import FinetuneInterrupted
+    from collm_nas.finetune.train import FinetuneInterrupted
 
     out = tmp_path / "interrupted"
     # Steps take 2, 2, 1 samples (5 a epoch): the 6th forward pass is step 4's first, so Ctrl-C saves step 3.
@@ -459,7 +459,7 @@ def test_finetune_refuses_a_finished_out_a_file_out_and_cuda_without_a_gpu(
 
 # ------------------------------------------------------------------ the real thing (slow)
 def _require_model() -> None:
-    from collm_nas.agents.local_model import INSTALL_HINT, local_model_available
+    from collm_nas.llm.local_server import INSTALL_HINT, local_model_available
 
     try:
         import peft  # noqa: F401
@@ -505,17 +505,17 @@ def test_a_killed_tiny_finetune_resumes_lowers_the_loss_and_serves_the_ranker(sa
     assert (out / "ranker.gguf").stat().st_size > 50_000_000 and (out / "adapter").is_dir()
 
     # The output loads in the ranker path: the local server with the tuned GGUF, a grammar-constrained pick.
-    from collm_nas.agents.llm_session import open_llm
+    from collm_nas.llm.session import open_llm
 
-    space = get_space("nb201")
+    space = SPACES.resolve("nb201")
     with open_llm("local", {"model": str(out)}, roles=("ranker",), log_path=tmp_path / "llm.log") as roles:
         assert roles.tuned_ranker and roles.ranker_style == "compact"
         assert roles.configs["ranker"].temperature == 0.0
-        ranker = roles.ranker()
+        ranker = LLMRanker.for_roles(roles)
         outcome = ranker.pick(roles.chat("ranker"), space, TRIALS, POOL, max_redraws=0)
     assert outcome.code in POOL and outcome.calls[0]["mode"] == "grammar" and outcome.calls[0]["ok"]
     # hybrid's roles: the Navigator and Generator on the embedded model, the tuned ranker on its own server.
-    from collm_nas.agents.local_model import LOCAL_MODEL_NAME
+    from collm_nas.llm.local_server import LOCAL_MODEL_NAME
 
     with open_llm("local", {"model": str(out)}, roles=("navigator", "generator"),
                   log_path=tmp_path / "llm2.log") as roles:

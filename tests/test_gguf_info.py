@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from collm_nas.agents.gguf_info import read_gguf_info
+from collm_nas.llm.gguf_info import read_gguf_info
 from collm_nas.core.errors import UserError
 
 

@@ -107,9 +107,9 @@ def test_hybrid_with_llm_none_is_the_fallback_strategy(tmp_path, table_path):
 
 def test_hybrid_with_a_tuned_ranker_model_lets_it_pick_from_the_learned_top_ten(tmp_path, table_path):
     """A tuned ranker (the compact style, as `--llm local --llm-model DIR` gives it) picks each slot itself."""
-    from collm_nas.agents.chat_models import RetryPolicy, RoleModelConfig
-    from collm_nas.agents.llm_session import LLMRoles
-    from collm_nas.agents.structured import StructuredChat
+    from collm_nas.llm.chat_models import RetryPolicy, RoleModelConfig
+    from collm_nas.llm.session import LLMRoles
+    from collm_nas.llm.structured import StructuredChat
 
     proposer = Proposer(seed=5)
     pools: list[list[str]] = []

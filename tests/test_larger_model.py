@@ -9,8 +9,8 @@ import os
 import pytest
 
 from collm_nas import Workspace
-from collm_nas.agents.gguf_info import read_gguf_info
-from collm_nas.agents.local_model import INSTALL_HINT, LocalModelServer, local_model_available
+from collm_nas.llm.gguf_info import read_gguf_info
+from collm_nas.llm.local_server import INSTALL_HINT, LocalModelServer, local_model_available
 
 pytestmark = pytest.mark.local_llm
 

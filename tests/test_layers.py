@@ -1,5 +1,6 @@
-"""Imports point one way: core <- spaces <- models <- evaluators; core <- tools <- agents;
-everything <- engine <- graphs <- api <- cli / studio / dashboard. Lazy imports inside functions count too."""
+"""Imports point one way: core <- spaces <- models <- evaluators <- backends; core <- llm; core <- tools <- agents
+(which use llm) <- finetune; everything <- engine <- graphs <- api <- cli / studio / dashboard. Lazy imports
+inside functions count too."""
 
 from __future__ import annotations
 
@@ -14,18 +15,22 @@ BELOW = {
     "spaces": {"core"},
     "models": {"core", "spaces"},
     "evaluators": {"core", "spaces", "models"},
+    "backends": {"core", "spaces", "models", "evaluators"},
     "tools": {"core", "spaces"},
-    "agents": {"core", "spaces", "tools"},
+    "llm": {"core"},
+    "agents": {"core", "spaces", "tools", "llm"},
+    "finetune": {"core", "spaces", "tools", "llm", "agents"},
 }
-BELOW["engine"] = set(BELOW) | {"evaluators", "models"}
+BELOW["engine"] = set(BELOW) - {"finetune"}
 BELOW["graphs"] = BELOW["engine"] | {"engine"}
-BELOW["api"] = BELOW["graphs"] | {"graphs"}
+BELOW["api"] = BELOW["graphs"] | {"graphs", "finetune"}
 BELOW["faces"] = BELOW["api"] | {"api"}
 # Modules of the collm_nas package folder itself, by layer.
 TOP = {"api": "api", "trajectories": "api", "__init__": "api", "cli": "faces", "studio": "faces",
        "studio_app": "faces", "progress": "faces", "plotting": "faces", "faces": "faces", "testing": "faces",
        "dashboard": "faces"}
-FOLDERS = ["core", "storage", "spaces", "models", "evaluators", "tools", "agents", "engine", "graphs"]
+FOLDERS = ["core", "storage", "spaces", "models", "evaluators", "backends", "tools", "llm", "agents", "finetune",
+           "engine", "graphs"]
 
 
 def layer_of_file(path: Path) -> str:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from collm_nas.agents import local_model
-from collm_nas.agents.local_model import (
+from collm_nas.llm import local_server as local_model
+from collm_nas.llm.local_server import (
     LOCAL_MODEL_NAME,
     LocalModelServer,
     local_model_available,

@@ -22,7 +22,7 @@ from collm_nas.models import (
     profile_model,
 )
 from collm_nas.models.mobilenet import MBConv
-from collm_nas.spaces import NB201Space, get_space, load_space_file
+from collm_nas.spaces import NB201Space, SPACES, load_space_file
 from collm_nas.spaces.mbv3 import MBV3_FILE
 
 torch.set_num_threads(1)
@@ -107,7 +107,7 @@ def test_latency_is_measured() -> None:
 
 # ----------------------------------------------------------------- mbv3 space
 def test_mbv3_space_is_a_yaml_space_loaded_by_the_loader() -> None:
-    space = get_space("mbv3")
+    space = SPACES.resolve("mbv3")
     from_file = load_space_file(MBV3_FILE)
     assert space.name == from_file.name == "mbv3" and space.length == from_file.length == 45
     assert [d.name for d in space.decisions] == [d.name for d in from_file.decisions]
@@ -120,7 +120,7 @@ def test_mbv3_space_is_a_yaml_space_loaded_by_the_loader() -> None:
 
 
 def test_mbv3_inactive_layers_are_canonical_zeros() -> None:
-    space = get_space("mbv3")
+    space = SPACES.resolve("mbv3")
     arch = MBV3Arch.uniform(2, 7, 6)  # every stage 2 layers: layers 3 and 4 inactive
     code = space.encode(arch.to_choice())
     for s in range(5):
@@ -135,7 +135,7 @@ def test_mbv3_inactive_layers_are_canonical_zeros() -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_mbv3_forward_shapes_and_layers_follow_the_code(seed: int) -> None:
-    space = get_space("mbv3")
+    space = SPACES.resolve("mbv3")
     code = space.sample(random.Random(seed))
     arch = MBV3Arch.from_ncode(code)
     net = MobileNetV3Net(space.decode(code), num_classes=10, in_channels=1, width_mult=0.25, stem_stride=1)
@@ -166,8 +166,8 @@ def test_mbv3_full_size_network_matches_ofa() -> None:
 def test_build_network_dispatches_by_space_and_checks_options() -> None:
     nb = build_network("nb201", "333132", num_classes=5, in_channels=1, channels=4, cells_per_stage=1)
     assert isinstance(nb, NB201Network) and nb(torch.randn(2, 1, 8, 8)).shape == (2, 5)
-    code = get_space("mbv3").encode(MBV3Arch.smallest().to_choice())
-    mb = build_network(get_space("mbv3"), code, num_classes=3, width_mult=0.25)
+    code = SPACES.resolve("mbv3").encode(MBV3Arch.smallest().to_choice())
+    mb = build_network(SPACES.resolve("mbv3"), code, num_classes=3, width_mult=0.25)
     assert isinstance(mb, MobileNetV3Net) and mb(torch.randn(2, 3, 32, 32)).shape == (2, 3)
     with pytest.raises(UserError, match="no option"):
         build_network("nb201", "333132", num_classes=10, width_mult=0.5)

@@ -19,10 +19,13 @@ import pytest
 
 from collm_nas import Workspace
 from collm_nas.core.errors import UserError
-from collm_nas.evaluators import EvaluatorSpec, ParallelEvaluator, Trial, evaluation_seed
-from collm_nas.evaluators import parallel
+from collm_nas import backends
+from collm_nas.backends import EvaluatorSpec, make_backend
+from collm_nas.backends import process as process_backend
+from collm_nas.backends.spool import spool_write
+from collm_nas.evaluators import Trial, evaluation_seed
 from collm_nas.evaluators.seeding import current_seed, seeded
-from collm_nas.spaces import get_space, space_from_dict
+from collm_nas.spaces import SPACES, space_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -34,13 +37,12 @@ CODES = ["333132", "000011", "123412", "444444", "210321", "012340", "331122", "
 
 
 def _table_spec(table_path: str, seed: int = 0) -> EvaluatorSpec:
-    return EvaluatorSpec("table", get_space("nb201"), seed=seed,
-                         options={"dataset": "cifar10", "table_path": table_path, "metric": None, "mode": "max"})
+    return EvaluatorSpec("table", SPACES.resolve("nb201"), seed=seed, dataset="cifar10",
+                         options={"table": table_path})
 
 
 def _fn_spec(target: str, space=None, seed: int = 7) -> EvaluatorSpec:
-    return EvaluatorSpec(target, space or get_space("nb201"), seed=seed,
-                         options={"dataset": None, "table_path": None, "metric": "score", "mode": "max"})
+    return EvaluatorSpec(target, space or SPACES.resolve("nb201"), seed=seed, metric="score")
 
 
 def _same(results: list[Trial]) -> list[tuple]:
@@ -49,11 +51,11 @@ def _same(results: list[Trial]) -> list[tuple]:
 
 
 def _evaluate(spec: EvaluatorSpec, backend: str, codes: list[str], workers: int | None = 2, **kw) -> list[Trial]:
-    evaluator = ParallelEvaluator(spec, backend, workers, **kw)
+    runner = make_backend(backend, spec, workers=workers, **kw)
     try:
-        return evaluator.evaluate(codes)
+        return runner.evaluate(codes)
     finally:
-        evaluator.close()
+        runner.close()
 
 
 def _require_ray() -> None:
@@ -184,7 +186,7 @@ def test_a_ray_worker_crash_fails_one_trial(ray_local) -> None:
 
 @pytest.mark.e2e
 def test_process_workers_are_pinned_one_gpu_each(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parallel, "gpu_ids", lambda: ["0", "1"])  # as on a machine with two GPUs
+    monkeypatch.setattr(process_backend, "gpu_ids", lambda: ["0", "1"])  # as on a machine with two GPUs
     spec = _fn_spec("parallel_evaluator:cuda_devices")
     results = _evaluate(spec, "process", CODES[:4], workers=None)
     assert {r.metrics["gpu"] for r in results} == {0.0, 1.0}
@@ -198,7 +200,7 @@ def test_a_spooled_result_is_not_evaluated_again(tmp_path: Path, monkeypatch: py
     spool.mkdir()
     spec = _fn_spec("parallel_evaluator:seeded_score")
     kept = Trial("000011", "kept", metrics={"score": 1.5})
-    parallel.spool_write(spool, kept)  # as a worker leaves it when the controller dies
+    spool_write(spool, kept)  # as a worker leaves it when the controller dies
     results = _evaluate(spec, "process", ["333132", "000011"], spool_dir=spool)
     assert results[1] == kept and results[0].status == "ok"
     assert len(log.read_text().splitlines()) == 2  # start and done of 333132 only
@@ -208,12 +210,12 @@ def test_a_spooled_result_is_not_evaluated_again(tmp_path: Path, monkeypatch: py
 def test_bad_settings_are_one_line_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, table_path: str) -> None:
     spec = _table_spec(table_path)
     with pytest.raises(UserError, match="unknown backend 'gpu'; use serial, process or ray"):
-        ParallelEvaluator(spec, "gpu")
+        make_backend("gpu", spec)
     with pytest.raises(UserError, match="workers must be at least 1, got 0"):
-        ParallelEvaluator(spec, "process", 0)
+        make_backend("process", spec, workers=0)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(UserError, match=r"pip install 'collm-nas\[ray\]'"):
-        parallel.require_backend("ray")
+        backends.require_backend("ray")
     with pytest.raises(UserError, match=r"pip install 'collm-nas\[ray\]'"):
         _evaluate(spec, "ray", ["333132"])
     ws = Workspace(tmp_path / "runs", table_path=table_path)
@@ -317,7 +319,7 @@ def test_sigkill_mid_batch_loses_no_finished_evaluation_and_repeats_none(tmp_pat
     assert json.loads(resumed.stdout)["evaluations"] == budget
     after = _stored(db, run_id)
     assert len(after) == budget and after[: len(before)] == before
-    space = get_space("nb201")
+    space = SPACES.resolve("nb201")
     texts = {",".join(f"{k}={v}" for k, v in sorted(space.decode(t[0]).items())): t[0] for t in after}
     lines = _log_lines(log)
     done = [texts[text] for kind, _, text in lines if kind == "done"]

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from collm_nas.spaces import get_space, space_from_dict
+from collm_nas.spaces import SPACES, space_from_dict
 from collm_nas.tools.pools import (
     mutation_pool,
     proposal_pool,
@@ -32,7 +32,7 @@ COND = {
 
 @pytest.fixture(scope="module")
 def nb201():
-    return get_space("nb201")
+    return SPACES.resolve("nb201")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from collm_nas.core.errors import UserError
-from collm_nas.evaluators import make_evaluator
+from collm_nas.evaluators import EVALUATORS
 from collm_nas.evaluators.datasets import load_dataset
 from collm_nas.evaluators.nb201_table import load_table
 from collm_nas.evaluators.proxies import (
@@ -34,7 +34,7 @@ from collm_nas.evaluators.proxies import (
 from collm_nas.evaluators.ranking import kendall_tau, ranks
 from collm_nas.evaluators.supernet import sample_path
 from collm_nas.models import NB201Network
-from collm_nas.spaces import get_space
+from collm_nas.spaces import SPACES
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ProxyConfig(channels=8, cells=1, threads=1, device="cpu")
@@ -126,26 +126,26 @@ def test_rank_codes_prescreens_best_first(digits) -> None:
 
 
 def test_proxy_evaluator_options_and_errors(digits) -> None:
-    space = get_space("nb201")
-    ev = make_evaluator("proxy", space, dataset=None, table_path=None,
-                        train_options={"proxy": "naswot", "channels": "8", "cells": "1", "threads": "1"})
+    space = SPACES.resolve("nb201")
+    ev = EVALUATORS.resolve("proxy", space, dataset=None,
+                        options={"proxy": "naswot", "channels": "8", "cells": "1", "threads": "1"})
     assert isinstance(ev, ProxyEvaluator) and ev.searched_metric == "naswot" and ev.dataset == "digits"
     ok, bad = ev.evaluate(["333132", "000000x"])
     assert ok.status == "ok" and {"synflow", "naswot", "grad_norm", "params", "flops"} <= set(ok.metrics)
     assert ok.metrics["params"] == sum(p.numel() for p in NB201Network("333132", channels=8, cells_per_stage=1,
                                                                          in_channels=1).parameters())
     assert bad.status == "failed" and "\n" not in bad.error
-    assert make_evaluator("proxy", space, dataset="digits", table_path=None, metric="grad_norm",
-                          train_options={"channels": 8, "cells": 1}).searched_metric == "grad_norm"
+    assert EVALUATORS.resolve("proxy", space, dataset="digits", metric="grad_norm",
+                          options={"channels": 8, "cells": 1}).searched_metric == "grad_norm"
     for options, message in (({"proxy": "zen"}, "unknown proxy 'zen'"), ({"epochs": 3}, "unknown proxy option"),
                              ({"batch_size": 1}, "at least 2")):
         with pytest.raises(UserError, match=message):
-            make_evaluator("proxy", space, dataset="digits", table_path=None, train_options=options)
+            EVALUATORS.resolve("proxy", space, dataset="digits", options=options)
     with pytest.raises(UserError, match="nb201"):
-        make_evaluator("proxy", get_space("mbv3"), dataset="digits", table_path=None)
+        EVALUATORS.resolve("proxy", SPACES.resolve("mbv3"), dataset="digits")
     with pytest.raises(UserError, match="disagree"):
-        make_evaluator("proxy", space, dataset="digits", table_path=None, metric="synflow",
-                       train_options={"proxy": "naswot"})
+        EVALUATORS.resolve("proxy", space, dataset="digits", metric="synflow",
+                       options={"proxy": "naswot"})
 
 
 @pytest.mark.e2e

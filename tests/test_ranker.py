@@ -8,10 +8,10 @@ import random
 import pytest
 from fake_openai import FakeOpenAIServer, Reply
 
-from collm_nas.agents.chat_models import LLMUnavailable, RetryPolicy, RoleModelConfig
+from collm_nas.llm.chat_models import LLMUnavailable, RetryPolicy, RoleModelConfig
 from collm_nas.core import Trial
-from collm_nas.agents.structured import StructuredChat
-from collm_nas.spaces import get_space
+from collm_nas.llm.structured import StructuredChat
+from collm_nas.spaces import SPACES
 from collm_nas.tools.grammar import pick_gbnf
 from collm_nas.agents.ranker import LLMRanker, RankOutcome, history_lines, make_rank_tool, parse_pick
 
@@ -22,7 +22,7 @@ NEW_POOL = ["441122", "232323", "313131"]
 
 @pytest.fixture(scope="module")
 def space():
-    return get_space("nb201")
+    return SPACES.resolve("nb201")
 
 
 def chat_for(server: FakeOpenAIServer, decoding: str = "text") -> StructuredChat:

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from collm_nas import Workspace
-from collm_nas.agents.local_model import INSTALL_HINT, local_model_available
+from collm_nas.llm.local_server import INSTALL_HINT, local_model_available
 
 pytestmark = pytest.mark.local_llm
 

@@ -14,10 +14,10 @@ import httpx
 import openai
 import pytest
 
-from collm_nas.agents.chat_models import LLMUnavailable
-from collm_nas.agents.llama_server import split_arguments
-from collm_nas.agents.local_model import describe_exit
-from collm_nas.agents.server_watch import ServerWatch
+from collm_nas.llm.chat_models import LLMUnavailable
+from collm_nas.llm.llama_server import split_arguments
+from collm_nas.llm.local_server import describe_exit
+from collm_nas.llm.server_watch import ServerWatch
 from collm_nas.core.errors import UserError
 from collm_nas.engine.figures import degraded_line, llm_figures, summarise_llm_rounds
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from collm_nas.core.errors import UserError
-from collm_nas.spaces import NB201Space, get_space, load_space_file, parse_constraints, space_from_dict
+from collm_nas.spaces import NB201Space, SPACES, load_space_file, parse_constraints, space_from_dict
 from collm_nas.spaces.nb201 import EDGES, OPERATIONS
 from collm_nas.tools import ValidityChecker
 
@@ -121,9 +121,9 @@ def test_nb201_describe_mentions_ncode_and_rule(nb201):
 
 
 def test_get_space():
-    assert isinstance(get_space("nb201"), NB201Space)
+    assert isinstance(SPACES.resolve("nb201"), NB201Space)
     with pytest.raises(UserError, match="unknown space 'nb999'"):
-        get_space("nb999")
+        SPACES.resolve("nb999")
 
 
 # ================================================================ user space
@@ -197,7 +197,7 @@ def toy_space(request, tmp_path):
         path = tmp_path / "toy.json"
         path.write_text(json.dumps(yaml.safe_load(TOY_YAML)), encoding="utf-8")
     space = load_space_file(path)
-    assert get_space(str(path)).to_dict() == space.to_dict()
+    assert SPACES.resolve(str(path)).to_dict() == space.to_dict()
     return space
 
 

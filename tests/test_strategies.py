@@ -21,7 +21,6 @@ from collm_nas.agents import (
     Strategy,
     Trial,
     llm_free_names,
-    make_strategy,
     sample_new,
 )
 from collm_nas.agents.baselines import EvolutionNavigator
@@ -185,10 +184,10 @@ def searched(tmp_path_factory, table_path):
 def test_registry():
     assert set(LLM_FREE_STRATEGIES) == {"random", "rea", "local"} and "collm" in STRATEGIES
     for name in LLM_FREE_STRATEGIES:
-        s = make_strategy(name)
+        s = STRATEGIES.resolve(name)
         assert s.name == name and s.default_batch_size == 1 and s.description
     with pytest.raises(UserError, match="unknown strategy 'nope'"):
-        make_strategy("nope")
+        STRATEGIES.resolve("nope")
 
 
 @pytest.mark.parametrize("batch_size", [1, 4])
@@ -241,7 +240,7 @@ def test_random_proposals_are_new_and_legal(searched, batch_size):
 
 # ================================================================= evolution
 def test_rea_parameters():
-    s = make_strategy("rea")
+    s = STRATEGIES.resolve("rea")
     assert isinstance(s.navigator, EvolutionNavigator)
     assert (s.navigator.population, s.navigator.tournament) == (10, 5)
     assert "population 10, tournament 5" in s.description

@@ -18,7 +18,7 @@ import torch
 
 from collm_nas import Workspace
 from collm_nas.core.errors import UserError
-from collm_nas.evaluators import make_evaluator
+from collm_nas.evaluators import EVALUATORS
 from collm_nas.evaluators.datasets import load_dataset
 from collm_nas.evaluators.supernet import (
     NB201Supernet,
@@ -33,7 +33,7 @@ from collm_nas.evaluators.supernet import (
     train_supernet,
 )
 from collm_nas.models import NB201Network
-from collm_nas.spaces import get_space
+from collm_nas.spaces import SPACES
 from collm_nas.spaces.nb201 import reaches_output
 
 TINY = dict(channels=4, cells=1, epochs=3, lr=0.1, threads=1, device="cpu", latency_repeats=1, calib_batches=2)
@@ -118,8 +118,8 @@ def test_inherited_evaluation_is_deterministic(digits, trained) -> None:
 
 def test_supernet_is_trained_once_and_reused_from_its_cache(tmp_path: Path, digits) -> None:
     options = {**TINY, "cache_dir": str(tmp_path / "cache")}
-    space = get_space("nb201")
-    first = make_evaluator("supernet", space, dataset="digits", table_path=None, train_options=options)
+    space = SPACES.resolve("nb201")
+    first = EVALUATORS.resolve("supernet", space, dataset="digits", options=options)
     assert isinstance(first, SupernetEvaluator) and first.estimate_cost("333132") == {}
     r1, r2 = first.evaluate(["333132", "101300"])
     assert r1.status == r2.status == "ok"
@@ -130,7 +130,7 @@ def test_supernet_is_trained_once_and_reused_from_its_cache(tmp_path: Path, digi
     stamp = path.stat().st_mtime_ns
     assert first.estimate_cost("212221")["eval_s"] > 0
 
-    second = make_evaluator("supernet", space, dataset="digits", table_path=None, train_options=options)
+    second = EVALUATORS.resolve("supernet", space, dataset="digits", options=options)
     [again] = second.evaluate(["333132"])
     assert "supernet_train_s" not in again.cost and again.cost["supernet_load_s"] >= 0
     assert not second.info.trained and path.stat().st_mtime_ns == stamp
@@ -142,22 +142,22 @@ def test_supernet_is_trained_once_and_reused_from_its_cache(tmp_path: Path, digi
 
 
 def test_bad_codes_fail_their_trial_and_bad_options_are_one_line(tmp_path: Path) -> None:
-    space = get_space("nb201")
-    ev = make_evaluator("supernet", space, dataset="digits", table_path=None,
-                        train_options={**TINY, "cache_dir": str(tmp_path)})
+    space = SPACES.resolve("nb201")
+    ev = EVALUATORS.resolve("supernet", space, dataset="digits",
+                        options={**TINY, "cache_dir": str(tmp_path)})
     degenerate, malformed = ev.evaluate(["000000", "33"])
     assert degenerate.status == malformed.status == "failed"
     assert "degenerate" in degenerate.error and "\n" not in malformed.error
     for options, message in (({"epochs": 0}, "at least 1"), ({"epoch": 3}, "unknown supernet option 'epoch'"),
                              ({"lr": "fast"}, "needs a number")):
         with pytest.raises(UserError, match=message):
-            make_evaluator("supernet", space, dataset="digits", table_path=None, train_options=options)
+            EVALUATORS.resolve("supernet", space, dataset="digits", options=options)
     with pytest.raises(UserError, match="nb201"):
-        make_evaluator("supernet", get_space("mbv3"), dataset="digits", table_path=None)
+        EVALUATORS.resolve("supernet", SPACES.resolve("mbv3"), dataset="digits")
     with pytest.raises(UserError, match="no test split"):
-        make_evaluator("supernet", space, dataset="digits", table_path=None, metric="test_acc")
-    diverging = make_evaluator("supernet", space, dataset="digits", table_path=None,
-                               train_options={**TINY, "lr": 1e6, "cache_dir": str(tmp_path)})
+        EVALUATORS.resolve("supernet", space, dataset="digits", metric="test_acc")
+    diverging = EVALUATORS.resolve("supernet", space, dataset="digits",
+                               options={**TINY, "lr": 1e6, "cache_dir": str(tmp_path)})
     with pytest.raises(UserError, match="supernet training diverged"):
         diverging.evaluate(["333132"])
 

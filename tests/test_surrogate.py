@@ -10,13 +10,13 @@ import torch
 
 from collm_nas.agents.surrogate import LearnedRanker, featurize
 from collm_nas.evaluators.nb201_table import load_table
-from collm_nas.spaces import get_space, space_from_dict
+from collm_nas.spaces import SPACES, space_from_dict
 from collm_nas.tools.validity import ValidityChecker
 
 
 @pytest.fixture(scope="module")
 def nb201_space():
-    return get_space("nb201")
+    return SPACES.resolve("nb201")
 
 
 @pytest.fixture(scope="module")

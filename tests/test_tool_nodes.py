@@ -193,7 +193,7 @@ def test_hybrid_roles_may_ask_the_learned_ranker(tmp_path: Path, table_path: str
 
 def test_the_engine_runs_the_same_tool_turns_without_langgraph(tmp_path: Path, table_path: str, llm_env) -> None:
     """SearchLoop.run answers tool calls with the same ToolNode, outside any search graph."""
-    from collm_nas.agents.llm_session import open_llm
+    from collm_nas.llm.session import open_llm
     from collm_nas.core import RunConfig
     from collm_nas.engine.prepare import open_loop
     from collm_nas.storage import SQLiteTrialStore

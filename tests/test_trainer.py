@@ -20,7 +20,7 @@ import torch
 from collm_nas import Workspace
 from collm_nas.cli import main
 from collm_nas.core.errors import UserError
-from collm_nas.evaluators import make_evaluator
+from collm_nas.evaluators import EVALUATORS
 from collm_nas.evaluators.datasets import load_cifar, load_dataset, load_digits
 from collm_nas.evaluators.trainer import (
     TrainConfig,
@@ -31,7 +31,7 @@ from collm_nas.evaluators.trainer import (
     train_network,
 )
 from collm_nas.models import NB201Network
-from collm_nas.spaces import SearchSpace, get_space
+from collm_nas.spaces import SearchSpace, SPACES
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(channels=4, cells=1, epochs=1, threads=1, latency_repeats=2)
@@ -131,7 +131,7 @@ def test_training_is_deterministic_on_cpu(digits) -> None:
 
 
 def test_mbv3_network_trains(digits) -> None:
-    space = get_space("mbv3")
+    space = SPACES.resolve("mbv3")
     code = space.encode({**{f"s{s}_depth": "2" for s in range(1, 6)},
                          **{f"s{s}_l{i}_{k}": "3" for s in range(1, 6) for i in (1, 2) for k in ("kernel", "expand")}})
     out = train_architecture(space, code, digits, TrainConfig(epochs=1, width_mult=0.25, threads=1, latency_repeats=2))
@@ -142,7 +142,7 @@ def test_nan_loss_exception_and_time_limit_fail_the_trial_not_the_batch(digits) 
     with pytest.raises(TrainingFailed, match="NaN or infinite"):
         train_architecture("nb201", "333132", digits, TrainConfig(**{**TINY, "lr": 1e4}))
 
-    space = get_space("nb201")
+    space = SPACES.resolve("nb201")
     absurd = TrainEvaluator(space, "digits", options={**TINY, "lr": "1e4"})
     ok = TrainEvaluator(space, "digits", options=TINY)
     results = absurd.evaluate(["333132", "bad"]) + ok.evaluate(["333132"])
@@ -190,11 +190,11 @@ def test_train_options_are_checked_in_one_line() -> None:
                          ({"epochs": 0}, "at least 1"), ({"device": "tpu"}, "device"),
                          ({"model_hook": "nohook"}, "module.path:function")):
         with pytest.raises(UserError, match=message):
-            make_evaluator("train", get_space("nb201"), dataset="digits", table_path=None, train_options=bad)
+            EVALUATORS.resolve("train", SPACES.resolve("nb201"), dataset="digits", options=bad)
     with pytest.raises(UserError, match="spaces nb201, mbv3"):
-        make_evaluator("train", SearchSpace("tiny", get_space("nb201").decisions), dataset="digits", table_path=None)
+        EVALUATORS.resolve("train", SearchSpace("tiny", SPACES.resolve("nb201").decisions), dataset="digits")
     with pytest.raises(UserError, match="only to --evaluator train"):
-        make_evaluator("table", get_space("nb201"), dataset="cifar10", table_path="x", train_options={"epochs": 1})
+        EVALUATORS.resolve("table", SPACES.resolve("nb201"), dataset="cifar10", options={"table": "x", "epochs": 1})
 
 
 # ------------------------------------------------------------- whole search
@@ -273,13 +273,13 @@ def test_nan_trials_fail_while_the_search_goes_on(env: dict[str, str], capsys: p
 def test_api_search_on_the_mbv3_space(tmp_path: Path) -> None:
     result = Workspace(tmp_path / "runs").search(
         space="mbv3", evaluator="train", strategy="random", budget=2, seed=1,
-        train_options={"epochs": 1, "width_mult": 0.25, "image_size": 8, "batch_size": 128, "threads": 1,
+        options={"epochs": 1, "width_mult": 0.25, "image_size": 8, "batch_size": 128, "threads": 1,
                        "latency_repeats": 1})
     assert result.status == "finished" and result.evaluations == 2
     assert result.run_id.startswith("random-mbv3-digits-") and result.config["dataset"] == "digits"
     best = result.best
     assert len(best.ncode) == 45 and best.arch.count("|") == 4 and best.arch.startswith("k")
-    assert get_space("mbv3").parse_arch(best.arch) == best.ncode
+    assert SPACES.resolve("mbv3").parse_arch(best.arch) == best.ncode
     assert best.metrics["params"] > 0 and 0 <= best.metrics["valid_acc"] <= 100
 
 

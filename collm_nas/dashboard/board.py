@@ -196,10 +196,10 @@ class Board:
 
     def _uses_llm_for(self, strategy: str) -> bool | None:
         if strategy not in self._uses_llm:
-            from collm_nas.agents import make_strategy
+            from collm_nas.agents import STRATEGIES
 
             try:
-                self._uses_llm[strategy] = bool(make_strategy(strategy).uses_llm)
+                self._uses_llm[strategy] = bool(STRATEGIES.resolve(strategy).uses_llm)
             except Exception:  # a user's strategy module that does not import here: say nothing
                 self._uses_llm[strategy] = None
         return self._uses_llm[strategy]

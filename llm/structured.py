@@ -30,7 +30,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from pydantic import BaseModel, ValidationError
 
-from collm_nas.agents.chat_models import (
+from collm_nas.llm.chat_models import (
     DecodingUnsupported,
     RoleModelConfig,
     call_with_retry,
@@ -255,7 +255,7 @@ def _supports_tools(model: BaseChatModel) -> bool:
 class StructuredChat:
     """Structured calls to one role's chat endpoint, with retries and mode fallback.
 
-    ``guard`` (a :class:`~collm_nas.agents.server_watch.ServerWatch`, for a server this run owns) is asked
+    ``guard`` (a :class:`~collm_nas.llm.server_watch.ServerWatch`, for a server this run owns) is asked
     before every request (``before_call``) and told of every failed attempt (``after_failure``), so a server
     that died or hung is started again before the retry; when it moves to another port the client follows.
     """
@@ -371,7 +371,7 @@ class StructuredChat:
     ) -> CallResult[T]:
         """Ask for an ``output_model``; see :class:`CallResult`.
 
-        Raises :class:`~collm_nas.agents.chat_models.LLMUnavailable` when
+        Raises :class:`~collm_nas.llm.chat_models.LLMUnavailable` when
         transient failures use up the retry policy and
         :class:`~collm_nas.core.errors.UserError` for a fatal refusal.
         """

@@ -1,4 +1,5 @@
-"""A fine-tuned ranker on disk: the folder ``collm-nas finetune`` writes, read without transformers.
+"""Which model a ``--llm-model`` value names: a GGUF file, or the folder ``collm-nas finetune`` writes (read
+without transformers).
 
 ``--llm local --llm-model DIR`` names such a folder (or a bare ``.gguf``
 file). :func:`find_model` tells which: the tuned ranker's ``ranker.json``
@@ -13,10 +14,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collm_nas.agents.ranker import RANKER_STYLES
 from collm_nas.core.errors import UserError
 
-__all__ = ["MANIFEST", "TunedRanker", "find_model"]
+__all__ = ["MANIFEST", "RANKER_STYLES", "TunedRanker", "find_model"]
+
+# How a ranker model is asked: "full" (the untuned prompt: the space described, the history as NCODE|reward
+# lines) or "compact" (what `collm-nas finetune` trains on). The prompts themselves are the ranker role's
+# (collm_nas.agents.ranker); a model file says which of them it expects.
+RANKER_STYLES = ("full", "compact")
 
 MANIFEST = "ranker.json"
 GGUF_NAME = "ranker.gguf"  # where a fine-tune's GGUF file lies (written by us, or converted from merged/)

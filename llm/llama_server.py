@@ -1,4 +1,4 @@
-"""Our entry point for llama.cpp's OpenAI-compatible server: ``python -m collm_nas.agents.llama_server``.
+"""Our entry point for llama.cpp's OpenAI-compatible server: ``python -m collm_nas.llm.llama_server``.
 
 It takes every argument of ``python -m llama_cpp.server`` and one of its own, ``--extra_buffers on|off``
 (default ``off``), and then runs that server, with one route more: ``GET /collm-nas/health`` answers

@@ -12,7 +12,7 @@ times": a :class:`ServerWatch` sits between the chat clients and the :class:`Loc
   restarted.
 * Restarts are bounded (``max_restarts`` per run, :data:`DEFAULT_MAX_RESTARTS`). Once they are used up, the
   watch says so once, and every later request fails at once with
-  :class:`~collm_nas.agents.chat_models.LLMUnavailable` instead of waiting out retries: the run goes on with
+  :class:`~collm_nas.llm.chat_models.LLMUnavailable` instead of waiting out retries: the run goes on with
   its LLM-free fallback, and its figures say so.
 
 What happened is kept as :class:`ServerEvent` records until the engine takes them
@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from collm_nas.agents.chat_models import LLMUnavailable, is_timeout
+from collm_nas.llm.chat_models import LLMUnavailable, is_timeout
 from collm_nas.core.errors import UserError
 
 DEFAULT_MAX_RESTARTS = 3
@@ -46,7 +46,7 @@ class ServerEvent:
 
 
 class ServerWatch:
-    """Watches one :class:`~collm_nas.agents.local_model.LocalModelServer` for the chat clients that use it."""
+    """Watches one :class:`~collm_nas.llm.local_server.LocalModelServer` for the chat clients that use it."""
 
     def __init__(self, server: Any, *, max_restarts: int = DEFAULT_MAX_RESTARTS, name: str = "local model server"
                  ) -> None:

@@ -1,10 +1,10 @@
 """Supervised LoRA fine-tuning of a causal LM on the ranker's own samples: LM-Searcher's tuned ranker.
 
-:func:`finetune` takes checked samples (:mod:`collm_nas.agents.finetune_data`)
+:func:`finetune` takes checked samples (:mod:`collm_nas.finetune.data`)
 and a base model, and writes a folder the ranker can use without a network:
 
 * ``ranker.gguf``: the base with the LoRA updates merged in, for the embedded
-  llama.cpp server (:mod:`collm_nas.agents.gguf_export`);
+  llama.cpp server (:mod:`collm_nas.finetune.gguf_export`);
 * ``adapter/``: the LoRA adapter in PEFT's format (to merge into the base elsewhere);
 * ``ranker.json``: what the ranker needs to ask the model the way it was
   trained (prompt style, history length), the data and options it was trained
@@ -44,10 +44,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collm_nas.agents.finetune_data import Sample
-from collm_nas.agents.gguf_export import GGUF_TYPES, export_merged_gguf
-from collm_nas.agents.local_model import local_model_path
-from collm_nas.agents.tuned_ranker import GGUF_NAME, MANIFEST, TunedRanker
+from collm_nas.finetune.data import Sample
+from collm_nas.finetune.gguf_export import GGUF_TYPES, export_merged_gguf
+from collm_nas.llm.local_server import local_model_path
+from collm_nas.llm.model_files import GGUF_NAME, MANIFEST, TunedRanker
 from collm_nas.core.errors import UserError
 
 __all__ = ["HF_BASE_HINT", "FinetuneInterrupted", "FinetuneOptions", "finetune", "pick_from_pool",

