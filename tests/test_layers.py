@@ -92,3 +92,29 @@ def test_the_check_catches_an_upward_import(tmp_path: Path, monkeypatch) -> None
         assert any("core/_upward_probe.py:1: core imports collm_nas.engine" in b for b in upward_imports())
     finally:
         fake.unlink()
+
+
+LIGHT = ("collm_nas", "collm_nas.core", "collm_nas.spaces", "collm_nas.tools", "collm_nas.evaluators",
+         "collm_nas.backends.worker")
+
+
+def test_the_core_and_an_evaluation_worker_import_light() -> None:
+    """Neither LangGraph nor LangChain comes with the core, the spaces, the tools or an evaluation worker
+    (every process-pool worker imports them): a fresh interpreter imports them and looks."""
+    import json
+    import subprocess
+    import sys
+
+    probe = ("import importlib, json, sys\n"
+             f"for name in {LIGHT!r}: importlib.import_module(name)\n"
+             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('langgraph', 'langchain_core', 'langchain_openai') or m.startswith(('collm_nas.engine', "
+             "'collm_nas.agents', 'collm_nas.llm', 'collm_nas.graphs')))))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == []
+
+
+def test_the_package_names_come_on_first_use() -> None:
+    import collm_nas
+
+    assert collm_nas.Workspace.__module__ == "collm_nas.api" and "Workspace" in dir(collm_nas)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from typing import Any, Literal
 
-from langchain_core.tools import StructuredTool, ToolException
 from pydantic import BaseModel, Field
 
 from collm_nas.tools.messages import validation_message
 from collm_nas.core import History, Objective, SearchSpace, Trial
+
+if TYPE_CHECKING:  # LangChain is imported when a tool is made, not with the checker
+    from langchain_core.tools import StructuredTool
 
 MAX_ROWS = 20
 
@@ -35,6 +39,7 @@ def _row(trial: Trial, objective: Objective) -> dict[str, Any]:
 
 def make_lookup_tool(history: History, space: SearchSpace, objective: Objective) -> StructuredTool:
     """``lookup_trials`` over the run's history (the live view: it always sees the latest trials)."""
+    from langchain_core.tools import StructuredTool, ToolException
 
     def lookup_trials(query: str, k: int = 5, decision: str | None = None, option: str | None = None,
                       codes: list[str] | None = None) -> dict[str, Any]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from langchain_core.tools import StructuredTool, ToolException
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, Field, model_validator
 
 from collm_nas.tools.messages import validation_message
 from collm_nas.core.errors import UserError
 from collm_nas.core.space import SearchSpace
 
+if TYPE_CHECKING:  # LangChain is imported when a tool is made, not with the checker
+    from langchain_core.tools import StructuredTool
 
 class EncodeArgs(BaseModel):
     architecture: str | None = Field(
@@ -32,6 +35,7 @@ class DecodeArgs(BaseModel):
 
 def make_ncode_tools(space: SearchSpace) -> tuple[StructuredTool, StructuredTool]:
     """``encode_ncode`` and ``decode_ncode`` tools bound to ``space``."""
+    from langchain_core.tools import StructuredTool, ToolException
 
     def encode(architecture: str | None = None, choices: dict[str, str] | None = None) -> dict:
         try:

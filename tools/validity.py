@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from collm_nas.tools.messages import validation_message
 from collm_nas.spaces.constraints import Constraint, violated
 from collm_nas.core.space import Problem, SearchSpace
+
+if TYPE_CHECKING:  # LangChain is imported when a tool is made, not with the checker
+    from langchain_core.tools import StructuredTool
 
 ResourceFn = Callable[[str], Mapping[str, float]]
 
@@ -62,6 +66,7 @@ class CheckArgs(BaseModel):
 
 def make_validity_tool(checker: ValidityChecker) -> StructuredTool:
     """The checker as a LangChain tool (graph nodes and LLM agents call the same code)."""
+    from langchain_core.tools import StructuredTool
 
     def check_ncodes(ncodes: list[str]) -> list[dict]:
         return [checker.report(c) for c in ncodes]
