@@ -81,6 +81,10 @@ class SearchSpace:
 
     # Optional capability: numeric features per code for learned rankers (see :meth:`features`).
     provides_features: ClassVar[bool] = False
+    # Optional capability: the space's trainable network, as ``module.path:attribute`` of a
+    # ``collm_nas.models.NetworkFamily`` (the train and proxy evaluators build it; None: the space has none,
+    # so only an evaluator of the user's own can score it). A name, not an import: spaces sit below models.
+    network: str | None = None
 
     def __init__(
         self,
@@ -89,6 +93,7 @@ class SearchSpace:
         description: str = "",
         base_costs: Mapping[str, float] | None = None,
         default_constraints: Sequence[str] = (),
+        network: str | None = None,
     ) -> None:
         if not decisions:
             raise UserError(f"space '{name}' has no decisions; give at least one")
@@ -97,6 +102,8 @@ class SearchSpace:
         self.description = description
         self.base_costs = dict(base_costs or {})
         self.default_constraints = tuple(default_constraints)
+        if network is not None:
+            self.network = network
         self._by_name = {d.name: i for i, d in enumerate(self.decisions)}
         self._check_definition()
 
@@ -405,6 +412,8 @@ class SearchSpace:
             out["base_costs"] = dict(self.base_costs)
         if self.default_constraints:
             out["constraints"] = list(self.default_constraints)
+        if self.network:
+            out["network"] = self.network
         return out
 
     def __repr__(self) -> str:

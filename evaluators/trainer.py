@@ -43,7 +43,7 @@ from collm_nas.core import Evaluator, Trial
 from collm_nas.evaluators.callable import import_callable
 from collm_nas.evaluators.datasets import ImageDataEvaluator, ImageDataset
 from collm_nas.evaluators.seeding import current_seed
-from collm_nas.models import NETWORKS, build_network, count_flops, count_parameters, measure_latency
+from collm_nas.models import count_flops, count_parameters, measure_latency, network_of
 
 __all__ = [
     "TRAIN_METRICS",
@@ -426,13 +426,6 @@ def _fit(model: nn.Module, data: ImageDataset, config: TrainConfig, device: torc
     return TrainOutcome(metrics=metrics, cost=cost)
 
 
-def _network_options(space_name: str, config: TrainConfig, data: ImageDataset) -> dict[str, Any]:
-    if space_name == "nb201":
-        return {"channels": config.channels, "cells_per_stage": config.cells}
-    stem = config.stem_stride or (1 if max(data.input_shape[1:]) <= 64 else 2)
-    return {"width_mult": config.width_mult, "stem_stride": stem, "dropout": config.dropout}
-
-
 def train_architecture(
     space: Any,
     arch: str | Mapping[str, str],
@@ -449,13 +442,17 @@ def train_architecture(
     """
     device = resolve_device(config.device)
     started = time.perf_counter()
-    space_name = space if isinstance(space, str) else space.name
+    if isinstance(space, str):
+        from collm_nas.spaces import SPACES
+
+        space = SPACES.resolve(space)
+    family = network_of(space)
     seed = effective_seed(config)
     with _training_context(config, device, seed):
-        model = build_network(space_name, arch, num_classes=data.num_classes, in_channels=data.channels,
-                              **_network_options(space_name, config, data))
+        model = family.for_training(arch, config, num_classes=data.num_classes, input_shape=data.input_shape,
+                                    space=space)
         if model_hook is not None:
-            decoded = arch if isinstance(arch, Mapping) else _decode(space, arch)
+            decoded = arch if isinstance(arch, Mapping) else space.decode(arch)
             model_hook(model, decoded)
         try:
             return _fit(model, data, config, device, started, seed)
@@ -463,14 +460,6 @@ def train_architecture(
             del model
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-
-
-def _decode(space: Any, ncode: str) -> dict[str, str]:
-    if isinstance(space, str):
-        from collm_nas.spaces import SPACES
-
-        space = SPACES.resolve(space)
-    return space.decode(ncode)
 
 
 def _one_line(e: BaseException) -> str:
@@ -500,9 +489,7 @@ class TrainEvaluator(ImageDataEvaluator, Evaluator):
         mode: str = "max",
         model_hook: ModelHook | None = None,
     ) -> None:
-        if space.name not in NETWORKS:
-            raise UserError(f"the train evaluator builds networks for the spaces {', '.join(NETWORKS)}, not "
-                            f"'{space.name}'; use --evaluator module.path:function for your own space")
+        self.network = network_of(space)  # the space's own network (a one-line error when it names none)
         options = self._place(space, dataset, options, data_dir)
         self.config = config or TrainConfig.from_options(options)
         self.device = resolve_device(self.config.device)
@@ -519,9 +506,7 @@ class TrainEvaluator(ImageDataEvaluator, Evaluator):
         self.reported_metric = "test_acc" if has_test else self.searched_metric
         self.mode = mode  # type: ignore[assignment]
         c = self.config
-        net = (f"NB201 network C={c.channels}, N={c.cells}" if space.name == "nb201"
-               else f"MobileNetV3 network width x{c.width_mult:g}")
-        trained = f"{net} trained {c.epochs} epochs on {dataset}"
+        trained = f"{self.network.words(c)} trained {c.epochs} epochs on {dataset}"
         if self.reported_metric == self.searched_metric:
             self.metric_note = f"searched and reported on {self.searched_metric} (%): {trained}, accuracy on the held-out validation split"
         else:

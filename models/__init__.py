@@ -2,8 +2,9 @@
 
 * :class:`NB201Network` (``nb201``): the NAS-Bench-201 cell network;
 * :class:`MobileNetV3Net` (``mbv3``): the Once-for-All MobileNetV3-like network;
-* :func:`build_network`: the network of an NCode or decoded architecture of
-  either space;
+* :class:`NB201Supernet` (:mod:`.nb201_supernet`): the weight-sharing NB201 supernet;
+* :class:`NetworkFamily` (:mod:`.family`): a space's networks, named by the space (``SearchSpace.network``);
+  :func:`build_network` builds the network of an NCode or decoded architecture of any space that names one;
 * :mod:`collm_nas.models.measure`: parameters, FLOPs (``torch.utils.flop_counter``)
   and inference latency.
 
@@ -19,7 +20,6 @@ from typing import Any
 
 from torch import nn
 
-from collm_nas.core.errors import UserError
 from collm_nas.models.measure import (
     ModelCost,
     count_flops,
@@ -28,15 +28,10 @@ from collm_nas.models.measure import (
     measure_latency,
     profile_model,
 )
-from collm_nas.models.mobilenet import MBV3Arch, MobileNetV3Net
-from collm_nas.models.nb201_net import NB201Network, nb201_ops
-
-# Per space: the network class and the options build_network passes on.
-NETWORKS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
-    "nb201": (NB201Network, ("channels", "cells_per_stage")),
-    "mbv3": (MobileNetV3Net, ("width_mult", "stem_stride", "dropout")),
-}
-
+from collm_nas.models.family import NetworkFamily, network_of
+from collm_nas.models.mobilenet import MBV3_NETWORK, MBV3Arch, MobileNetV3Net
+from collm_nas.models.nb201_net import NB201_NETWORK, NB201Network, nb201_ops
+from collm_nas.models.nb201_supernet import NB201Supernet, inherit
 
 def build_network(
     space: Any,
@@ -48,31 +43,41 @@ def build_network(
 ) -> nn.Module:
     """The network of ``arch`` (an NCode or a decoded architecture) in ``space`` (a name or a SearchSpace).
 
-    ``options`` are the network's own settings: ``channels`` and
-    ``cells_per_stage`` for ``nb201``; ``width_mult``, ``stem_stride`` and
-    ``dropout`` for ``mbv3``. Options of the other space are refused.
+    ``options`` are the network's own settings (``channels`` and ``cells_per_stage`` for ``nb201``;
+    ``width_mult``, ``stem_stride`` and ``dropout`` for ``mbv3``); others are refused in one line.
     """
-    name = space if isinstance(space, str) else getattr(space, "name", str(space))
-    if name not in NETWORKS:
-        raise UserError(f"no network for space '{name}'; networks exist for {', '.join(NETWORKS)}")
-    cls, allowed = NETWORKS[name]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise UserError(f"the {name} network has no option(s) {', '.join(unknown)}; it takes {', '.join(allowed)}")
-    return cls(arch, num_classes=num_classes, in_channels=in_channels, **options)
+    if isinstance(space, str):
+        from collm_nas.spaces import SPACES
+
+        space = SPACES.resolve(space) if space in SPACES or ":" in space else _Named(space)
+    return network_of(space).build(arch, num_classes=num_classes, in_channels=in_channels, space=space, **options)
+
+
+class _Named:
+    """A space known only by a name that is not registered (it names no network)."""
+
+    network = None
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
 __all__ = [
-    "NETWORKS",
+    "MBV3_NETWORK",
+    "NB201_NETWORK",
     "MBV3Arch",
     "MobileNetV3Net",
     "ModelCost",
     "NB201Network",
+    "NB201Supernet",
+    "NetworkFamily",
     "build_network",
     "count_flops",
     "count_macs",
     "count_parameters",
+    "inherit",
     "measure_latency",
     "nb201_ops",
+    "network_of",
     "profile_model",
 ]

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from collm_nas.core.errors import UserError
+from collm_nas.models.family import NetworkFamily
 
 __all__ = [
     "DEPTH_OPTIONS",
@@ -39,6 +40,7 @@ __all__ = [
     "KERNEL_OPTIONS",
     "MBConv",
     "MBV3Arch",
+    "MBV3_NETWORK",
     "MobileNetV3Net",
     "SqueezeExcite",
     "make_divisible",
@@ -279,6 +281,15 @@ class MobileNetV3Net(nn.Module):
         return self.classifier(self.dropout(self.features(x)))
 
 
-def stage_layers(net: MobileNetV3Net) -> Sequence[Sequence[MBConv]]:
-    """The MBConv layers of each searchable stage."""
-    return [list(stage) for stage in net.stages]
+def _mbv3_options(config, input_shape):
+    """A training run's settings as the network's: width, dropout, and a stem stride of 1 for images up to
+    64 pixels (2 above) unless the run sets it."""
+    stem = config.stem_stride or (1 if max(input_shape[1:]) <= 64 else 2)
+    return {"width_mult": config.width_mult, "stem_stride": stem, "dropout": config.dropout}
+
+
+# The mbv3 space's network (spaces/mbv3.yaml names it).
+MBV3_NETWORK = NetworkFamily("mbv3", MobileNetV3Net, options=("width_mult", "stem_stride", "dropout"),
+                             from_train=_mbv3_options,
+                             describe=lambda config: f"MobileNetV3 network width x{config.width_mult:g}",
+                             takes="ncode")

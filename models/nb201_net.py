@@ -34,9 +34,10 @@ import torch
 from torch import nn
 
 from collm_nas.core.errors import UserError
+from collm_nas.models.family import NetworkFamily
 from collm_nas.spaces.nb201 import EDGES, OPERATIONS, NB201Space, arch_string
 
-__all__ = ["NB201Cell", "NB201Network", "ReLUConvBN", "ResNetReduction", "make_nb201_op", "nb201_ops"]
+__all__ = ["NB201_NETWORK", "NB201Cell", "NB201Network", "ReLUConvBN", "ResNetReduction", "make_nb201_op", "nb201_ops"]
 
 
 def nb201_ops(arch: str | Sequence[str] | Mapping[str, str]) -> tuple[str, ...]:
@@ -203,3 +204,9 @@ class NB201Network(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
+
+# The nb201 space's network (NB201Space.network names it): C and N from the run's settings.
+NB201_NETWORK = NetworkFamily(
+    "nb201", NB201Network, options=("channels", "cells_per_stage"),
+    from_train=lambda config, input_shape: {"channels": config.channels, "cells_per_stage": config.cells},
+    describe=lambda config: f"NB201 network C={config.channels}, N={config.cells}", takes="ncode")

@@ -43,6 +43,8 @@ class SpaceSpec(BaseModel):
     decisions: list[DecisionSpec] = Field(min_length=1)
     base_costs: dict[str, float] = Field(default_factory=dict)
     constraints: list[str] = Field(default_factory=list)
+    # The space's trainable network: module.path:attribute of a collm_nas.models.NetworkFamily.
+    network: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
     @field_validator("constraints")
     @classmethod
@@ -70,6 +72,7 @@ class SpaceSpec(BaseModel):
             ],
             base_costs=self.base_costs,
             default_constraints=self.constraints,
+            network=self.network,
         )
 
 

@@ -35,7 +35,8 @@ class MBV3Space(SearchSpace):
     def __init__(self) -> None:
         base = space_from_dict(_definition(), source=f"space file '{MBV3_FILE}'")
         super().__init__(name=base.name, decisions=base.decisions, description=base.description,
-                         base_costs=base.base_costs, default_constraints=base.default_constraints)
+                         base_costs=base.base_costs, default_constraints=base.default_constraints,
+                         network=base.network)
         self.stages = sum(1 for d in self.decisions if d.name.endswith("_depth"))
 
     def format_arch(self, ncode: str) -> str:

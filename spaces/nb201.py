@@ -24,6 +24,7 @@ _EDGE_RE = re.compile(r"^([a-z_0-9]+)~(\d)$")
 class NB201Space(SearchSpace):
     # Learned rankers get the live-edge share of every operation (see :func:`live_operation_shares`).
     provides_features: ClassVar[bool] = True
+    network = "collm_nas.models.nb201_net:NB201_NETWORK"
 
     def __init__(self) -> None:
         super().__init__(

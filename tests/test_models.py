@@ -175,3 +175,25 @@ def test_build_network_dispatches_by_space_and_checks_options() -> None:
         build_network("tiny", "0", num_classes=10)
     with pytest.raises(UserError):
         MBV3Arch((2, 2, 2, 2, 2), ((3, 3),) * 5, ((3, 3),) * 4 + ((3, 5),))
+
+
+def test_a_space_file_and_a_network_file_make_a_trainable_space(tmp_path) -> None:
+    """A new trainable space touches two files: its space file names its network file's NetworkFamily."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_network import SPACE_YAML, TinyNet
+
+    from collm_nas.evaluators import EVALUATORS
+
+    spec = tmp_path / "tinyconv.yaml"
+    spec.write_text(SPACE_YAML, encoding="utf-8")
+    space = SPACES.resolve(str(spec))
+    assert space.network == "tiny_network:NETWORK" and space.to_dict()["network"] == "tiny_network:NETWORK"
+    assert isinstance(build_network(space, "21", num_classes=3, in_channels=1), TinyNet)
+    evaluator = EVALUATORS.resolve("train", space, dataset="digits",
+                                   options={"epochs": 1, "device": "cpu", "latency_repeats": 0})
+    assert "tiny conv network trained 1 epochs on digits" in evaluator.metric_note
+    (trial,) = evaluator.evaluate(["21"])
+    assert trial.status == "ok" and trial.metrics["valid_acc"] > 0 and trial.metrics["params"] == 16 * 1 * 9 + 16 + 16 * 10 + 10

@@ -191,7 +191,7 @@ def test_train_options_are_checked_in_one_line() -> None:
                          ({"model_hook": "nohook"}, "module.path:function")):
         with pytest.raises(UserError, match=message):
             EVALUATORS.resolve("train", SPACES.resolve("nb201"), dataset="digits", options=bad)
-    with pytest.raises(UserError, match="spaces nb201, mbv3"):
+    with pytest.raises(UserError, match="no network for space .tiny."):
         EVALUATORS.resolve("train", SearchSpace("tiny", SPACES.resolve("nb201").decisions), dataset="digits")
     with pytest.raises(UserError, match="only to --evaluator train"):
         EVALUATORS.resolve("table", SPACES.resolve("nb201"), dataset="cifar10", options={"table": "x", "epochs": 1})
