@@ -3,7 +3,8 @@
 * :class:`StoreContract`: a :class:`~collm_nas.core.TrialStore` (runs, idempotent
   trials, rounds, claims, checkpoint pruning). SQLite and PostgreSQL pass it.
 * :class:`StrategyContract`: a :class:`~collm_nas.core.SearchStrategy`, run for
-  real through the engine (:class:`~collm_nas.engine.SearchLoop`): legal
+  real through the search graph production runs (LangGraph over the engine's
+  :class:`~collm_nas.engine.SearchLoop`): legal
   proposals or proposals the Coordinator can report, the budget kept, nothing
   evaluated twice, the same trials under the same seed, and a run rebuilt from
   its store half-way (a resume) that ends exactly like an uninterrupted one.
@@ -221,9 +222,11 @@ class StrategyContract:
 
     def _run(self, tmp_path: Path, run_id: str, seed: int = 0, max_rounds: int | None = None,
              state: dict | None = None) -> tuple[Any, dict]:
+        from collm_nas.graphs.drive import run_graph
+
         loop = self._loop(tmp_path, run_id, seed)
         try:
-            end = loop.run(state, max_rounds=max_rounds)
+            end = run_graph(loop, state, max_rounds=max_rounds)  # the search graph production runs
         finally:
             loop.close()
         return loop, end

@@ -11,8 +11,10 @@ and offers the steps of a round, each a function of the small round state
       +-----------------------------(next round)-------------------+
 
 The LangGraph nodes (``collm_nas.graphs.graph``) are thin adapters over these
-steps; :meth:`SearchLoop.run` drives them without LangGraph (tests, quick
-scripts), in the same order, so both give the same trials.
+steps, and the graph is the one driver: production runs stream it, tests and
+scripts call ``collm_nas.graphs.drive.run_graph``. The routing between steps
+(``after_plan``, ``after_screen``, ...) is defined here, once, and the graph's
+edges use it.
 
 One candidate, start to finish: ``Generator.generate`` (propose) ->
 ``Coordinator.screen`` (legal? seen? constraints? with reasons) ->
@@ -483,71 +485,6 @@ class SearchLoop:
     @staticmethod
     def after_tools(state: State) -> str:
         return PLAN if state.get("tool_turn") == "navigator" else PROPOSE
-
-    # ------------------------------------------------------ without LangGraph
-    def run_tools(self, state: State) -> State:
-        """Run the tool calls of the turn in progress (the graph's tool node does the same with a ToolNode)."""
-        from collm_nas.engine.tool_calls import run_tool_calls
-
-        messages = list(state.get("conversation") or [])
-        answers = run_tool_calls(self.role_tools(state["tool_turn"]), messages[-1], messages)
-        return {"conversation": messages + answers}
-
-    def run(self, state: State | None = None, *, emit: Emit = _quiet,
-            approve: Callable[[dict[str, Any]], Any] | None = None, max_rounds: int | None = None,
-            on_step: Callable[[str, State, State], None] | None = None) -> State:
-        """Drive the steps to the end of the run (or ``max_rounds`` more rounds) without LangGraph.
-
-        ``approve(payload) -> reply`` answers approval pauses (without it a
-        pause is a UserError); ``on_step(step, state_before, update)`` watches
-        every step. Returns the last state.
-        """
-        state = dict(state or initial_state(self.run_id))
-
-        def apply(name: str, update: State) -> None:
-            if on_step is not None:
-                on_step(name, dict(state), update)
-            state.update(update)
-
-        step, rounds = PLAN, 0
-        while True:
-            if step == PLAN:
-                if max_rounds is not None and rounds >= max_rounds:
-                    return state
-                apply(PLAN, self.plan(state, emit))
-                rounds += 0 if state.get("tool_turn") else 1
-                step = self.after_plan(state)
-            elif step == TOOLS:
-                apply(TOOLS, self.run_tools(state))
-                step = self.after_tools(state)
-            elif step == PROPOSE:
-                apply(PROPOSE, self.propose(state, emit))
-                step = self.after_propose(state)
-            elif step == SCREEN:
-                apply(SCREEN, self.screen(state, emit))
-                step = self.after_screen(state)
-            elif step == APPROVE:
-                pause = self.pause(state)
-                if pause is not None:
-                    if approve is None:
-                        raise UserError("this run asks for approval; pass approve=... to SearchLoop.run")
-                    while True:
-                        try:
-                            reply = self.check_reply(pause, approve(pause.payload))
-                            break
-                        except UserError as e:
-                            pause = self.pause(state, error=str(e)) or pause
-                    apply(APPROVE, self.answer(state, pause, reply))
-                step = self.after_approve(state)
-            elif step == EVALUATE:
-                apply(EVALUATE, self.evaluate(state, emit))
-                step = RECORD
-            elif step == RECORD:
-                apply(RECORD, self.record(state, emit))
-                step = self.after_record(state)
-            elif step == FINISH:
-                apply(FINISH, self.finish(state, emit))
-                return state
 
 
 def check_numbers(config: RunConfig) -> None:

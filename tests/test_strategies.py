@@ -26,6 +26,7 @@ from collm_nas.agents import (
 from collm_nas.agents.baselines import EvolutionNavigator
 from collm_nas.core import Objective, RunConfig, UserError
 from collm_nas.engine import SearchLoop
+from collm_nas.graphs.drive import run_graph
 from collm_nas.spaces import NB201Space, SearchSpace, space_from_dict
 from collm_nas.storage import SQLiteTrialStore
 from collm_nas.tools import ValidityChecker
@@ -155,7 +156,7 @@ def run_search(
                                    current["proposals"], list(sc.accepted), list(sc.topped_up), list(sc.duplicates),
                                    dict(sc.illegal), current["memory"]))
 
-    end = loop.run(on_step=watch)
+    end = run_graph(loop, on_step=watch)
     trials = list(store.trials(run_id))
     store.close()
     added = [True] * len(trials) if len({t.ncode for t in trials}) == len(trials) else [False]

@@ -191,11 +191,12 @@ def test_hybrid_roles_may_ask_the_learned_ranker(tmp_path: Path, table_path: str
     assert set(later["ranked_best_first"]) == pool - evaluated - {"000000"}
 
 
-def test_the_engine_runs_the_same_tool_turns_without_langgraph(tmp_path: Path, table_path: str, llm_env) -> None:
-    """SearchLoop.run answers tool calls with the same ToolNode, outside any search graph."""
+def test_run_graph_runs_the_tool_turns_in_the_tool_node(tmp_path: Path, table_path: str, llm_env) -> None:
+    """run_graph, the driver tests and scripts use, answers tool calls in the graph's tool node."""
     from collm_nas.llm.session import open_llm
     from collm_nas.core import RunConfig
     from collm_nas.engine.prepare import open_loop
+    from collm_nas.graphs.drive import run_graph
     from collm_nas.storage import SQLiteTrialStore
 
     script = ToolScript([["333133", "233132", "133132"]])
@@ -207,7 +208,7 @@ def test_the_engine_runs_the_same_tool_turns_without_langgraph(tmp_path: Path, t
         with open_llm("endpoint", {}, roles=("navigator", "generator")) as roles:
             loop = open_loop("e", config, store, str(tmp_path / "e.db"), table_path, llm=roles)
             steps: list[str] = []
-            end = loop.run(on_step=lambda step, before, update: steps.append(step))
+            end = run_graph(loop, on_step=lambda step, before, update: steps.append(step))
     assert end["stop_reason"] == "budget" and len(store.trials("e")) == 3
     assert steps[:5] == ["plan", "tools", "plan", "tools", "plan"]
     assert store.rounds("e")[0]["llm"]["tool_calls"]["no_such_tool"] == 1
