@@ -331,7 +331,18 @@ class Workspace:
             self.runs_dir = Path(runs_dir or self.settings.runs_dir).expanduser()
             self.location = locator.display
         self.table_path = self.settings.table_path(table_path)
-        self.store: TrialStore = _open_store(self.store_url)
+        # This workspace's own store (thread-safe), closed by close() or on leaving ``with Workspace(...)``.
+        self.store: TrialStore = open_trial_store(self.store_url)
+
+    def close(self) -> None:
+        """Close the workspace's store (runs it started in background threads should have ended first)."""
+        self.store.close()
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def db_path(self) -> Path:
@@ -544,11 +555,6 @@ class Workspace:
     def iter_resume(self, run_id: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         """:meth:`resume` as a stream of progress events (see :meth:`iter_search`)."""
         return self._iterate(self.resume, {"run_id": run_id, **kwargs})
-
-    def iter_approve(self, run_id: str, decision: str | dict[str, Any] = "approve",
-                     **kwargs: Any) -> Iterator[dict[str, Any]]:
-        """:meth:`approve` as a stream of progress events (see :meth:`iter_search`)."""
-        return self._iterate(self.approve, {"run_id": run_id, "decision": decision, **kwargs})
 
     @staticmethod
     def _iterate(call: Callable[..., SearchResult], kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -825,19 +831,10 @@ class Workspace:
 
 # Checkpoints are pruned as a run goes on, every this many rounds (and when it stops).
 PRUNE_EVERY_ROUNDS = 25
-_stores: dict[str, TrialStore] = {}
-_stores_lock = threading.Lock()
-# Runs a thread of this process is driving now (the store's claim cannot tell two threads apart).
+# Runs a thread of this process is driving now, whichever Workspace object started them: the store's claim
+# (one writer per run) tells processes apart, not threads, so this one set is process-wide by necessity.
 _driving: set[str] = set()
 _driving_lock = threading.Lock()
-
-
-def _open_store(locator: str) -> TrialStore:
-    """One trial store per locator and process (they are thread-safe)."""
-    with _stores_lock:
-        if locator not in _stores:
-            _stores[locator] = open_trial_store(locator)
-        return _stores[locator]
 
 
 def _workspace(runs_dir: str | Path | None, table_path: str | Path | None = None) -> Workspace:
@@ -847,20 +844,24 @@ def _workspace(runs_dir: str | Path | None, table_path: str | Path | None = None
 def search(config: RunConfig | dict[str, Any] | None = None, *, runs_dir: str | Path | None = None,
            table_path: str | Path | None = None, **kwargs: Any) -> SearchResult:
     """Start a search in ``runs_dir`` (see :meth:`Workspace.search` for the arguments)."""
-    return _workspace(runs_dir, table_path).search(config, **kwargs)
+    with _workspace(runs_dir, table_path) as ws:
+        return ws.search(config, **kwargs)
 
 
 def resume(run_id: str, runs_dir: str | Path | None = None, table_path: str | Path | None = None,
            on_progress: ProgressFn | None = None) -> SearchResult:
-    return _workspace(runs_dir, table_path).resume(run_id, on_progress=on_progress)
+    with _workspace(runs_dir, table_path) as ws:
+        return ws.resume(run_id, on_progress=on_progress)
 
 
 def load_run(run_id: str, runs_dir: str | Path | None = None) -> Run:
+    """A stored run, read lazily: its workspace's store stays open while the :class:`Run` is in use."""
     return _workspace(runs_dir).run(run_id)
 
 
 def list_runs(runs_dir: str | Path | None = None) -> list[RunInfo]:
-    return _workspace(runs_dir).runs()
+    with _workspace(runs_dir) as ws:
+        return ws.runs()
 
 
 __all__ = ["AnswerRefused", "BackgroundSearch", "Run", "RunHistory", "SearchResult", "SearchStopped", "Workspace",

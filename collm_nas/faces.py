@@ -69,17 +69,6 @@ def _literal_values(tp: Any) -> list[str] | None:
     return [str(v) for v in get_args(tp)] if get_origin(tp) is Literal else None
 
 
-def field_choices(name: str) -> list[str] | None:
-    """The values a field may take as the faces offer them (None: free text or a number)."""
-    meta = field_meta(name)
-    if "choices" in meta:
-        return list(meta["choices"])
-    if "registry" in meta:
-        return registry_choices(meta["registry"])
-    tp, _ = _unwrap(RunConfig.model_fields[name].annotation)
-    return _literal_values(tp)
-
-
 def flag_of(name: str) -> str:
     return field_meta(name).get("flag") or "--" + name.replace("_", "-")
 

@@ -19,10 +19,11 @@ context (:class:`ServerContext`: runs folder and table path; defaults from
 * the other nodes are the CLI's and Python API's nodes; their runtime
   context (trial store, table, LLM clients) is made here from the server's
   context and the run's state. LLM clients (``llm`` endpoint or local) are
-  opened lazily, once per process and setting; the embedded llama.cpp
-  server is stopped when the server shuts down (the lifespan of the HTTP app
-  in :mod:`collm_nas.studio_app`, which ``langgraph.json`` names) or,
-  outside a server, at process exit.
+  opened lazily, once per process and setting. :data:`SERVER` holds the
+  stores, run engines and LLM clients (:class:`ServerResources`) and closes
+  them when the server shuts down (the lifespan of the HTTP app in
+  :mod:`collm_nas.studio_app`, which ``langgraph.json`` names) or, outside a
+  server, at process exit; the embedded llama.cpp server stops with them.
 
 Progress reaches the server's ``custom`` stream: ``started``, one
 ``evaluation`` per result, one ``round`` per round (round, evaluations done,
@@ -36,6 +37,7 @@ import atexit
 import json
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -49,14 +51,14 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from collm_nas.agents import STRATEGIES
-from collm_nas.api import _open_store, spec_from
+from collm_nas.api import spec_from
 from collm_nas.core import AWAITING, RunConfig, UserError, load_settings
 from collm_nas.engine.loop import SearchLoop
 from collm_nas.engine.prepare import open_loop, prepare_run
 from collm_nas.faces import studio_request_model
 from collm_nas.graphs.graph import APPROVE, FINISH, NAVIGATOR, add_search_loop
 from collm_nas.graphs.state import SearchContext, SearchState
-from collm_nas.storage import parse_store
+from collm_nas.storage import open_trial_store, parse_store
 
 START_NODE = "start"
 REFUSE = "refuse"
@@ -157,62 +159,113 @@ def _places(context: Any, state: dict[str, Any]) -> tuple[str, str]:
     return db_path, table_path
 
 
-# -------------------------------------------------------------- LLM clients
-_llm_lock = threading.Lock()
-_llm_open: dict[str, Any] = {}
-_llm_stack = ExitStack()
+# ------------------------------------------------------ what the server holds
+class ServerResources:
+    """What this LangGraph server process holds for its runs, and closes when it shuts down.
+
+    * trial stores, one per store locator;
+    * run engines (:class:`SearchLoop`), built once per run: a finished or failed run's is closed at once
+      (its workers stop), and at most ``max_loops`` are kept, the least recently used closed first (a run
+      left paused or interrupted is rebuilt from its store when it goes on);
+    * LLM clients, opened lazily once per setting (the embedded llama.cpp server among them).
+    """
+
+    def __init__(self, max_loops: int = 16) -> None:
+        self.max_loops = max_loops
+        self._lock = threading.RLock()
+        self._stores: dict[str, Any] = {}
+        self._loops: OrderedDict[tuple[str, str], SearchLoop] = OrderedDict()
+        self._llm_open: dict[str, Any] = {}
+        self._llm_stack = ExitStack()
+
+    def store(self, locator: str) -> Any:
+        with self._lock:
+            if locator not in self._stores:
+                self._stores[locator] = open_trial_store(locator)
+            return self._stores[locator]
+
+    def loop(self, db_path: str, run_id: str, table_path: str | None) -> SearchLoop:
+        """The engine of a run this server runs: built once per run, LLM clients opened lazily."""
+        key = (db_path, run_id)
+        with self._lock:
+            loop = self._loops.get(key)
+            if loop is None:
+                store = self.store(db_path)
+                info = store.get_run(run_id)
+                if info is None:
+                    raise UserError(f"run '{run_id}' is not in the store {store.location}")
+                config = RunConfig.model_validate(info.config)
+                loop = open_loop(run_id, config, store, db_path, table_path,
+                                 llm=lambda: self.llm(config, _log_dir(db_path)))
+                self.adopt(db_path, run_id, loop)
+            else:
+                self._loops.move_to_end(key)
+            return loop
+
+    def adopt(self, db_path: str, run_id: str, loop: SearchLoop) -> None:
+        """Keep ``loop`` as the engine of ``run_id`` (closing the least recently used beyond the bound)."""
+        with self._lock:
+            self._loops[(db_path, run_id)] = loop
+            self._loops.move_to_end((db_path, run_id))
+            while len(self._loops) > self.max_loops:
+                _, oldest = self._loops.popitem(last=False)
+                oldest.close()
+
+    def drop(self, db_path: str, run_id: str) -> None:
+        """Close and forget a run's engine (the run finished or failed here)."""
+        with self._lock:
+            loop = self._loops.pop((db_path, run_id), None)
+        if loop is not None:
+            loop.close()
+
+    def held(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._loops)
+
+    def llm(self, config: RunConfig, log_dir: Path) -> Any:
+        """The LLM roles a run of this server talks to, opened on first use and kept for the process."""
+        strategy = STRATEGIES.resolve(config.strategy)
+        if not strategy.uses_llm or config.llm == "none":
+            return None
+        if config.llm not in ("endpoint", "local"):
+            raise UserError(f"run needs LLM source '{config.llm}', which a LangGraph server cannot open; "
+                            "use llm endpoint or local")
+        options = config.role_options()
+        key = json.dumps([config.llm, options, list(strategy.llm_roles)], sort_keys=True)
+        with self._lock:
+            if key not in self._llm_open:
+                from collm_nas.llm.session import open_llm
+
+                log_dir.mkdir(parents=True, exist_ok=True)
+                log_path = log_dir / f"server-llm-{len(self._llm_open)}.log"
+                self._llm_open[key] = self._llm_stack.enter_context(
+                    open_llm(config.llm, options, log_path=log_path, roles=strategy.llm_roles))
+            return self._llm_open[key]
+
+    def close(self) -> None:
+        """Close the engines (their workers stop), the LLM clients (the embedded server stops) and the stores."""
+        with self._lock:
+            loops, self._loops = list(self._loops.values()), OrderedDict()
+            stores, self._stores = list(self._stores.values()), {}
+            self._llm_open.clear()
+            stack, self._llm_stack = self._llm_stack, ExitStack()
+        for loop in loops:
+            loop.close()
+        stack.close()
+        for store in stores:
+            store.close()
 
 
-def close_server_llms() -> None:
-    """Close every LLM client this process opened (stops the embedded llama.cpp server)."""
-    with _llm_lock:
-        _llm_open.clear()
-        _llm_stack.close()
+# The resources of this server process (the LangGraph server imports this module once and serves from it).
+SERVER = ServerResources()
 
 
-atexit.register(close_server_llms)
+def close_server() -> None:
+    """Close everything this server process holds for its runs (see :class:`ServerResources`)."""
+    SERVER.close()
 
 
-def server_llm(config: RunConfig, log_dir: Path) -> Any:
-    """The LLM roles a run of this server talks to, opened on first use and kept for the process."""
-    strategy = STRATEGIES.resolve(config.strategy)
-    if not strategy.uses_llm or config.llm == "none":
-        return None
-    if config.llm not in ("endpoint", "local"):
-        raise UserError(f"run needs LLM source '{config.llm}', which a LangGraph server cannot open; "
-                        "use llm endpoint or local")
-    options = config.role_options()
-    key = json.dumps([config.llm, options, list(strategy.llm_roles)], sort_keys=True)
-    with _llm_lock:
-        if key not in _llm_open:
-            from collm_nas.llm.session import open_llm
-
-            log_dir.mkdir(parents=True, exist_ok=True)
-            log_path = log_dir / f"server-llm-{len(_llm_open)}.log"
-            _llm_open[key] = _llm_stack.enter_context(
-                open_llm(config.llm, options, log_path=log_path, roles=strategy.llm_roles))
-        return _llm_open[key]
-
-
-_loops: dict[tuple[str, str], SearchLoop] = {}
-_loops_lock = threading.Lock()
-
-
-def server_loop(db_path: str, run_id: str, table_path: str | None) -> SearchLoop:
-    """The engine of a run this server runs: built once per run and process, LLM clients opened lazily."""
-    key = (db_path, run_id)
-    with _loops_lock:
-        loop = _loops.get(key)
-        if loop is None:
-            store = _open_store(db_path)
-            info = store.get_run(run_id)
-            if info is None:
-                raise UserError(f"run '{run_id}' is not in the store {store.location}")
-            config = RunConfig.model_validate(info.config)
-            loop = open_loop(run_id, config, store, db_path, table_path,
-                             llm=lambda: server_llm(config, _log_dir(db_path)))
-            _loops[key] = loop
-        return loop
+atexit.register(close_server)
 
 
 def _log_dir(db_path: str) -> Path:
@@ -249,24 +302,23 @@ def _serve(name: str, node: Callable[..., Any]) -> Callable[..., Any]:
     def served(state: StudioState, runtime: Runtime[ServerContext]) -> dict[str, Any]:
         db_path, table_path = _places(runtime.context, state)
         try:
-            loop = server_loop(db_path, state["run_id"], table_path)
+            loop = SERVER.loop(db_path, state["run_id"], table_path)
             update = node(state, runtime.override(context=SearchContext(loop=loop)))
         except GraphInterrupt as interrupted:
             if name == APPROVE:
                 _paused(loop, interrupted)
             raise
-        except UserError as e:
-            if isinstance(e, ValueError):
-                raise
-            raise SearchError(str(e)) from e
+        except BaseException as e:  # the run failed or stopped here: its engine (and workers) go
+            SERVER.drop(db_path, state["run_id"])
+            if isinstance(e, UserError) and not isinstance(e, ValueError):
+                raise SearchError(str(e)) from e
+            raise
         if name == APPROVE and loop.store.notes(loop.run_id).get("pause") is not None:
             loop.store.set_note(loop.run_id, "pause", None)  # answered: the run goes on here
             loop.store.claim(loop.run_id)
         if name == FINISH:  # the run is over: its workers (process / ray backends) and spool go
-            loop.close()
             loop.backend.clear_spool()
-            with _loops_lock:
-                _loops.pop((db_path, state["run_id"]), None)
+            SERVER.drop(db_path, state["run_id"])
         return update
 
     served.__name__ = served.__qualname__ = name
@@ -307,13 +359,12 @@ def _start(state: StartInput, runtime: Runtime[ServerContext]) -> dict[str, Any]
         asked = None  # the previous run's id, left in the state: not a request
     db_path, table_path = _places(runtime.context, {})
     info = runtime.execution_info
-    store = _open_store(db_path)
+    store = SERVER.store(db_path)
     prepared = prepare_run(spec, store=store, locator=db_path, settings=load_settings(), table_path=table_path,
                            run_id=asked, id_tag=info.task_id if info is not None else "", reuse_empty=True,
                            runs_dir=Path(db_path).parent if parse_store(db_path).kind == "sqlite" else None)
-    with _loops_lock:  # the nodes of this run find its engine built
-        _loops[(db_path, prepared.run_id)] = prepared.loop
-        prepared.loop.use_llm(lambda: server_llm(prepared.config, _log_dir(db_path)))
+    prepared.loop.use_llm(lambda: SERVER.llm(prepared.config, _log_dir(db_path)))
+    SERVER.adopt(db_path, prepared.run_id, prepared.loop)  # the nodes of this run find its engine built
     write = get_stream_writer()
     if prepared.note:
         write({"event": "warning", "round": 0, "message": prepared.note})

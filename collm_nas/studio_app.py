@@ -4,9 +4,9 @@
   runs use by default (``$COLLM_NAS_STORE``, else ``collm-nas.db`` in ``$COLLM_NAS_RUNS_DIR`` or ``./runs``):
   a search started from Studio shows up there, and a pause inside the server is answered from it (through
   the server's own API, as ``collm-nas approve`` does). ``$COLLM_NAS_DASHBOARD_TOKEN``, when set, is required.
-* On shutdown the lifespan stops what runs the dashboard answered in this process and closes the LLM
-  clients the server's runs opened (:func:`close_server_llms`), which stops the embedded llama.cpp
-  server. ``atexit`` alone is not enough there: on SIGTERM uvicorn shuts down gracefully and then
+* On shutdown the lifespan stops what runs the dashboard answered in this process and closes what the
+  server holds for its runs (:func:`~collm_nas.studio.close_server`: their engines and workers, the LLM
+  clients, which stops the embedded llama.cpp server, and the trial stores). ``atexit`` alone is not enough there: on SIGTERM uvicorn shuts down gracefully and then
   re-raises the signal, so the process ends without running ``atexit`` handlers.
 """
 
@@ -21,7 +21,7 @@ from starlette.routing import Mount
 
 from collm_nas.core import load_settings
 from collm_nas.dashboard import Board, create_app
-from collm_nas.studio import close_server_llms
+from collm_nas.studio import close_server
 
 DASHBOARD_PATH = "/dashboard"
 
@@ -41,7 +41,7 @@ async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
     finally:  # stopping threads and a child process blocks: not on the event loop
         await asyncio.to_thread(board.close, 30.0)
-        await asyncio.to_thread(close_server_llms)
+        await asyncio.to_thread(close_server)
 
 
 app = Starlette(lifespan=lifespan, routes=[

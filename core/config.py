@@ -198,9 +198,6 @@ class RunConfig(BaseModel):
                 "decoding": self.decoding}
         return {**{k: v for k, v in flat.items() if v is not None}, **self.llm_options}
 
-    def spec_fields(self, face: str) -> dict[str, Any]:
-        """The values of the fields a face shows."""
-        return {name: getattr(self, name) for name in fields_for(face)}
 
 
 def fields_for(face: str) -> list[str]:

@@ -17,9 +17,12 @@ import random
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
-_current: int | None = None
+# The seed of the evaluation in progress, per thread and task: two runs in one process (two threads of the
+# dashboard, say) each see their own.
+_current: ContextVar[int | None] = ContextVar("collm_nas_evaluation_seed", default=None)
 
 
 def evaluation_seed(run_seed: int, ncode: str) -> int:
@@ -30,7 +33,7 @@ def evaluation_seed(run_seed: int, ncode: str) -> int:
 
 def current_seed() -> int | None:
     """The seed of the evaluation in progress (None outside an evaluation)."""
-    return _current
+    return _current.get()
 
 
 def _seed_libraries(seed: int, keep_state: bool) -> list[tuple[Any, Any]]:
@@ -59,13 +62,11 @@ def _seed_libraries(seed: int, keep_state: bool) -> list[tuple[Any, Any]]:
 def seeded(seed: int, *, libraries: bool = True, restore: bool = True) -> Iterator[int]:
     """Run an evaluation under ``seed``: :func:`current_seed` answers it and the global
     generators are seeded with it (``libraries``); their states come back afterwards (``restore``)."""
-    global _current
-    previous = _current
-    _current = seed
+    token = _current.set(seed)
     saved = _seed_libraries(seed, keep_state=restore) if libraries else []
     try:
         yield seed
     finally:
-        _current = previous
+        _current.reset(token)
         for set_state, state in reversed(saved):
             set_state(state)

@@ -41,7 +41,7 @@ from langgraph.types import interrupt
 
 from collm_nas.core import UserError
 from collm_nas.engine import loop as steps
-from collm_nas.engine.tool_calls import answer_tool_calls
+from collm_nas.graphs.tool_calls import answer_tool_calls
 from collm_nas.graphs.state import SearchContext, SearchState
 
 NAVIGATOR = "navigator"

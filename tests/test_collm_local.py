@@ -103,7 +103,7 @@ def test_the_real_model_calls_a_tool_through_the_tool_node_then_answers(tmp_path
     from collm_nas.llm.session import open_llm
     from collm_nas.core import RunConfig
     from collm_nas.engine.prepare import open_loop
-    from collm_nas.engine.tool_calls import run_tool_calls
+    from collm_nas.graphs.tool_calls import run_tool_calls
     from collm_nas.storage import SQLiteTrialStore
 
     store = SQLiteTrialStore(tmp_path / "t.db")

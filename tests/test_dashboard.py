@@ -38,7 +38,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, table_path: str) -> Workspace
 
 @pytest.fixture
 def client(runs: Workspace):
-    board = Board(lambda: runs)
+    board = Board(lambda: runs, owns_workspace=False)
     with TestClient(create_app(board), base_url="http://127.0.0.1:8731") as c:
         c.board = board
         yield c
@@ -49,14 +49,16 @@ def paused(tmp_path: Path, table_path: str):
     """A fresh workspace with one run paused at round 1 (batch of 2, budget 6), and a client over it."""
     ws = Workspace(tmp_path / "runs", table_path=table_path)
     ws.search(strategy="random", budget=6, batch_size=2, seed=0, run_id="p", approval="every_round")
-    board = Board(lambda: ws)
+    board = Board(lambda: ws, owns_workspace=False)
     with TestClient(create_app(board), base_url="http://127.0.0.1:8731") as c:
         c.board, c.ws = board, ws
         yield c
 
 
 def _wait(handle, timeout: float = 60) -> None:
-    assert handle.wait(timeout) is not None or handle.error is None
+    """Until the answered run paused again or ended; a wait that ran out fails (an error is raised by wait)."""
+    handle.wait(timeout)
+    assert not handle.running, f"run {handle.run_id} still going after {timeout} s"
 
 
 def test_runs_lists_every_run_with_what_the_page_shows(client) -> None:
@@ -155,7 +157,7 @@ def test_rounds_show_the_navigator_and_what_the_coordinator_did(client, runs: Wo
 def test_round_figures_are_read_once_and_a_rewritten_round_is_read_again(tmp_path: Path, table_path: str) -> None:
     ws = Workspace(tmp_path / "runs", table_path=table_path)
     ws.search(strategy="random", budget=6, batch_size=2, seed=0, run_id="r")
-    board = Board(lambda: ws)
+    board = Board(lambda: ws, owns_workspace=False)
     run = board.run("r")
     first = board.round_figures(run)
     assert [r["round"] for r in first] == [1, 2, 3] and first == ws.run("r").rounds()
@@ -270,7 +272,7 @@ def test_closing_the_dashboard_stops_a_run_it_drives_after_the_step_in_flight(tm
     # over cost: the first batch pauses (its cost unknown), later ones (0.4 s) go on without asking
     ws.search(evaluator="e2e_evaluator:score", space="nb201", strategy="random", budget=16, batch_size=4,
               run_id="slow", approval="over_cost", approval_threshold_s=100.0)
-    board = Board(lambda: ws)
+    board = Board(lambda: ws, owns_workspace=False)
     board.answer("slow", {"action": "approve", "round": 1})
     deadline = time.time() + 30
     while ws.store.count_trials("slow") < 1 and time.time() < deadline:
@@ -284,7 +286,7 @@ def test_closing_the_dashboard_stops_a_run_it_drives_after_the_step_in_flight(tm
 
 
 def test_a_token_is_required_on_every_request_when_set(runs: Workspace) -> None:
-    app = create_app(Board(lambda: runs), token="s3cret")
+    app = create_app(Board(lambda: runs, owns_workspace=False), token="s3cret")
     with TestClient(app, base_url="http://10.1.2.3:8731") as c:
         assert c.get("/api/runs").status_code == 401 and c.get("/").status_code == 401
         assert c.get("/static/dashboard.js").status_code == 401

@@ -370,3 +370,28 @@ def _stored_count(db: Path, run_id: str) -> int:
         return len(_stored(db, run_id))
     except sqlite3.OperationalError:
         return 0
+
+
+def test_two_runs_in_one_process_each_see_their_own_evaluation_seed() -> None:
+    """The seed of the evaluation in progress is per thread (a context variable), not process-global: two
+    runs evaluating at the same time in one process (two dashboard answers, say) cannot clobber it."""
+    import threading
+
+    barrier = threading.Barrier(2)
+    seen: dict[str, tuple] = {}
+
+    def evaluate(code: str) -> None:
+        with seeded(evaluation_seed(0, code), libraries=False) as mine:
+            barrier.wait()  # both are inside their evaluation now
+            first = current_seed()
+            barrier.wait()  # and both have looked once
+            seen[code] = (mine, first, current_seed())
+
+    threads = [threading.Thread(target=evaluate, args=(code,)) for code in ("333132", "000011")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen["333132"][0] != seen["000011"][0]
+    assert all(mine == first == last for mine, first, last in seen.values())
+    assert current_seed() is None

@@ -86,8 +86,9 @@ def _thin(items: Sequence[Any], most: int) -> list[Any]:
 class Board:
     """The dashboard's reads and answers over one workspace (opened on first use; thread-safe)."""
 
-    def __init__(self, open_workspace: Callable[[], Workspace]) -> None:
+    def __init__(self, open_workspace: Callable[[], Workspace], *, owns_workspace: bool = True) -> None:
         self._open = open_workspace
+        self._owns = owns_workspace  # close() closes the workspace it opened (not one it was lent)
         self._ws: Workspace | None = None
         self._lock = threading.Lock()
         self._trials: OrderedDict[str, _Trials] = OrderedDict()
@@ -505,6 +506,10 @@ class Board:
         deadline = time.time() + wait_s
         for answer in running:
             answer.stop(max(0.0, deadline - time.time()))
+        with self._lock:
+            ws, self._ws = self._ws, None
+        if ws is not None and self._owns and not any(a.running for a in running):
+            ws.close()
 
 
 def _decision(body: Any) -> tuple[Any, int | None]:

@@ -1,10 +1,10 @@
 """Running an LLM role's tool calls through LangGraph's ``ToolNode``.
 
-The graph's ``tools`` node and the engine's own driver (:meth:`SearchLoop.run`)
-both call :func:`run_tool_calls`: a ``ToolNode`` over the role's tools answers
-every call of the model's last message with a ``ToolMessage``; an unknown tool
-or bad arguments are answered with an error message (status ``error``), never
-raised.
+The graph's ``tools`` node calls :func:`answer_tool_calls`: a ``ToolNode`` over
+the role's tools answers every call of the model's last message with a
+``ToolMessage``; an unknown tool or bad arguments are answered with an error
+message (status ``error``), never raised. :func:`run_tool_calls` does the same
+outside a search graph (a one-node graph around the same ToolNode).
 """
 
 from __future__ import annotations
@@ -66,7 +66,3 @@ def run_tool_calls(tools: list[Any], last: BaseMessage, conversation: list[BaseM
     """Answer the tool calls of ``last`` outside a search graph (a one-node graph around the same ToolNode)."""
     convo = list(conversation or []) or [last]
     return list(_runner().invoke({"conversation": convo, "tools": tools})["conversation"])
-
-
-def tool_errors(messages: list[BaseMessage]) -> int:
-    return sum(1 for m in messages if isinstance(m, ToolMessage) and m.status == "error")
