@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from collm_nas.agents import STRATEGIES, Coordinator, Screening, StopRule, make_fallback, make_strategy
+from collm_nas.agents import Coordinator, Screening, StopRule, make_fallback, make_strategy, multi_objective_names
 from collm_nas.core import (Objective, Objectives, RoundContext, RunConfig, SearchGoal, SearchSpace, SearchStrategy,
                             Strategy, ToolCallsPending, TrialStore, UserError, stale_rounds)
 from collm_nas.core.store import FINISHED
@@ -144,7 +144,7 @@ class SearchLoop:
         if self.multi_objective:
             for what, part in (("strategy", strategy), ("fallback", fallback)):
                 if not part.multi_objective:
-                    able = ", ".join(n for n in STRATEGIES if make_strategy(n).multi_objective)
+                    able = ", ".join(multi_objective_names())
                     raise UserError(f"the {what} '{part.name}' searches one objective only and this run has "
                                     f"{len(self.objectives)}; pick one that searches several ({able}) "
                                     "or give one --objective")
