@@ -8,7 +8,7 @@ Coordinator's rules, approval, checkpoints, resume). Each round:
    ``CategoricalDistribution`` of its options, only the decisions active in
    the code as parameters; a successful trial COMPLETE with its objective
    value(s), anything else FAIL. The illegal proposals of earlier rounds
-   (``ctx.memory["pruned"]``, the newest :data:`REMEMBERED_PRUNED`) follow,
+   (``ctx.memory["optuna_pruned"]``, the newest :data:`REMEMBERED_PRUNED`) follow,
    PRUNED. For NSGA-II each trial also gets the generation Optuna gave it
    when it was asked (replayed from the rounds, :func:`generations`).
    Rebuilding costs about 0.1-0.2 ms per trial (benchmarks/optuna_cost.py);
@@ -74,6 +74,7 @@ from collm_nas.core import Generator, Navigator, RoundContext, SearchStrategy, S
 ASKS_PER_CODE = 10
 # Illegal proposals kept (newest) in the Navigator's memory, told to every later round's study as PRUNED.
 REMEMBERED_PRUNED = 100
+MEMORY_KEY = "optuna_pruned"
 # The least Optuna this module is written against (create_trial's constraints, Trial.set_constraint).
 MIN_OPTUNA = (5, 1)
 INSTALL_HINT = "pip install 'collm-nas[optuna]'"
@@ -222,7 +223,7 @@ def rebuild(optuna: Any, ctx: RoundContext, sampler: Any) -> Any:
                                                     distributions=distributions(optuna, ctx, params),
                                                     system_attrs=system_attrs,
                                                     constraints=constraint_values(ctx, t.ncode) or None))
-    for code in ctx.memory.get("pruned") or []:
+    for code in ctx.memory.get(MEMORY_KEY) or []:
         params = ctx.space.decode(code)
         frozen.append(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, params=params,
                                                 distributions=distributions(optuna, ctx, params),
@@ -265,8 +266,8 @@ def ask(optuna: Any, study: Any, ctx: RoundContext, n: int) -> dict[str, Any]:
 
 def remember(memory: dict[str, Any], pruned: list[str]) -> None:
     """Add this round's illegal proposals to the remembered ones (each once, the newest kept)."""
-    kept = [c for c in memory.get("pruned") or [] if c not in pruned]
-    memory["pruned"] = (kept + list(dict.fromkeys(pruned)))[-REMEMBERED_PRUNED:]
+    kept = [c for c in memory.get(MEMORY_KEY) or [] if c not in pruned]
+    memory[MEMORY_KEY] = (kept + list(dict.fromkeys(pruned)))[-REMEMBERED_PRUNED:]
 
 
 # ------------------------------------------------------------------- the roles

@@ -16,8 +16,8 @@ import pytest
 
 from collm_nas import Workspace
 from collm_nas.agents import make_strategy, multi_objective_names, peer_names
-from collm_nas.agents.optuna_samplers import (REMEMBERED_PRUNED, ask, constraint_values, generations, make_sampler,
-                                              quiet_optuna, rebuild, remember, require_optuna, suggest)
+from collm_nas.agents.optuna_samplers import (MEMORY_KEY, REMEMBERED_PRUNED, ask, constraint_values, generations,
+                                              make_sampler, quiet_optuna, rebuild, remember, require_optuna, suggest)
 from collm_nas.core import Decision, Objective, Objectives, RoundContext, SearchSpace, SearchStrategy, Trial, UserError
 from collm_nas.spaces import NB201Space, parse_constraints
 from collm_nas.testing import StrategyContract
@@ -87,6 +87,25 @@ class TestOptunaGP(StrategyContract):
         return make_strategy("optuna-gp")
 
 
+class TestOptunaTPEOnAConditionalSpace(StrategyContract):
+    """The MobileNetV3-like space: decisions active only under earlier ones (Optuna's dynamic search space)."""
+
+    space = "mbv3"
+    evaluator = "e2e_evaluator:score"
+    metric = "score"
+    budget = 16
+
+    def make_strategy(self) -> SearchStrategy:
+        return make_strategy("optuna-tpe")
+
+
+class TestOptunaGPOnAConditionalSpace(TestOptunaTPEOnAConditionalSpace):
+    budget = 12
+
+    def make_strategy(self) -> SearchStrategy:
+        return make_strategy("optuna-gp")
+
+
 class TestOptunaNSGA2(StrategyContract):
     batch_size = 3
 
@@ -111,7 +130,7 @@ def test_the_peers_are_registered_by_name() -> None:
 def test_the_study_holds_the_runs_trials_failures_and_remembered_illegal_codes() -> None:
     space = NB201Space()
     trials = [ok("333132", 91.6), Trial.failed("123123").recorded(round=1, value=None), ok("000300", 10.0, 2)]
-    ctx = context(space, trials, memory={"pruned": ["000000"]}, round_no=3)
+    ctx = context(space, trials, memory={MEMORY_KEY: ["000000"]}, round_no=3)
     study = rebuild(optuna, ctx, make_sampler(optuna, "tpe", 0))
     got = study.trials
     assert [t.state for t in got] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.PRUNED]
@@ -186,9 +205,9 @@ def test_illegal_proposals_are_remembered_once_each_newest_kept() -> None:
     memory: dict = {}
     remember(memory, ["a", "b", "a"])
     remember(memory, ["c", "a"])
-    assert memory["pruned"] == ["b", "c", "a"]
+    assert memory[MEMORY_KEY] == ["b", "c", "a"]
     remember(memory, [f"x{i}" for i in range(REMEMBERED_PRUNED)])
-    assert len(memory["pruned"]) == REMEMBERED_PRUNED and memory["pruned"][-1] == f"x{REMEMBERED_PRUNED - 1}"
+    assert len(memory[MEMORY_KEY]) == REMEMBERED_PRUNED and memory[MEMORY_KEY][-1] == f"x{REMEMBERED_PRUNED - 1}"
 
 
 def test_nsga2_generations_are_replayed_as_optuna_gave_them() -> None:
@@ -247,7 +266,7 @@ def test_constraints_reach_the_sampler_and_only_feasible_codes_are_evaluated(tmp
     trials = store.trials("c")
     assert end["stop_reason"] == "budget" and len(trials) == 24
     assert all(t.metrics.get("params_mb", t.cost.get("params_mb", 0)) <= 0.4 for t in trials)
-    pruned = end["memory"]["pruned"]
+    pruned = end["memory"][MEMORY_KEY]
     assert pruned and all(loop.checker.problems(code) for code in pruned)
     # The next round's study: every evaluated trial feasible, the remembered illegal codes pruned and, when over
     # the constraint, infeasible (TPE ranks them below every complete trial).
