@@ -3,14 +3,16 @@ strategy registry."""
 
 from collm_nas.agents.baselines import local_search, random_search, regularized_evolution, sample_new
 from collm_nas.agents.coordinator import Coordinator, Screening, StopRule
-from collm_nas.agents.registry import (FALLBACK, LLM_FREE, STRATEGIES, as_search_strategy, fallback_names,
-                                       llm_free_names)
+from collm_nas.agents.registry import (FALLBACK, LLM_FREE, PEER, STRATEGIES, as_search_strategy, fallback_names,
+                                       llm_free_names, multi_objective_names,
+                                       peer_names)
 from collm_nas.core import (Feedback, Generator, Navigator, Preference, RoundContext, SearchStrategy, Strategy,
                             Trial)
 
 __all__ = [
     "FALLBACK",
     "LLM_FREE",
+    "PEER",
     "STRATEGIES",
     "Coordinator",
     "Feedback",
@@ -27,6 +29,8 @@ __all__ = [
     "fallback_names",
     "llm_free_names",
     "local_search",
+    "multi_objective_names",
+    "peer_names",
     "random_search",
     "regularized_evolution",
     "sample_new",

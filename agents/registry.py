@@ -48,6 +48,7 @@ def _require_llm_free(strategy: SearchStrategy, name: str, tag: str) -> None:
 STRATEGIES: Registry[SearchStrategy] = Registry("strategy", adapt=as_search_strategy, require=_require_llm_free)
 LLM_FREE = "llm-free"  # tag: talks to no LLM
 FALLBACK = "fallback"  # tag: may top up short batches and stand in for an LLM strategy
+PEER = "peer"  # tag: another library's search (LLM-free), measured beside ours; needs its extra installed
 
 
 @STRATEGIES.register("random", help="uniform random sampling", tags=(LLM_FREE, FALLBACK))
@@ -93,9 +94,40 @@ def _hybrid() -> SearchStrategy:
     return hybrid_search()
 
 
+def _optuna(kind: str) -> Any:
+    def factory() -> SearchStrategy:
+        from collm_nas.agents.optuna_samplers import optuna_strategy  # imports optuna only when asked
+
+        return optuna_strategy(kind)
+
+    return factory
+
+
+for _kind, _help in (("tpe", "Optuna's TPE sampler"), ("gp", "Optuna's Gaussian-process sampler"),
+                     ("nsga2", "Optuna's NSGA-II sampler"), ("random", "Optuna's random sampler")):
+    STRATEGIES.register(f"optuna-{_kind}", _optuna(_kind), help=f"{_help} (pip install 'collm-nas[optuna]')",
+                        tags=(PEER,))
+
+
 def fallback_names() -> list[str]:
     return STRATEGIES.names(FALLBACK)
 
 
 def llm_free_names() -> list[str]:
     return STRATEGIES.names(LLM_FREE)
+
+
+def peer_names() -> list[str]:
+    return STRATEGIES.names(PEER)
+
+
+def multi_objective_names() -> list[str]:
+    """The registered strategies that search a Pareto front and can be built here (a peer may lack its extra)."""
+    names = []
+    for name in STRATEGIES:
+        try:
+            if STRATEGIES.resolve(name).multi_objective:
+                names.append(name)
+        except UserError:
+            pass
+    return names

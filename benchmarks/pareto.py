@@ -13,6 +13,7 @@ pair (a point has to beat both to count). Per pair and strategy it prints:
   (over the seeds that reached it, with how many did).
 
     python benchmarks/pareto.py --seeds 20 --budget 100 --strategies random rea local lmsearcher
+    python benchmarks/pareto.py --with-peers   # also Optuna's samplers (optuna-tpe, -gp, -nsga2, -random)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from collm_nas import Workspace
+from collm_nas.agents import peer_names
 from collm_nas.core import Objectives, Trial
 from collm_nas.core.pareto import hypervolume, non_dominated
 from collm_nas.core.settings import Settings
@@ -52,7 +54,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--table", default=None, help="nb201.csv.gz (default: settings)")
     p.add_argument("--out", type=Path, default=None, help="write every search's figures as JSON")
     p.add_argument("--plot", type=Path, default=None, help="PNG: the true front and seed 0's fronts, first pair")
+    p.add_argument("--with-peers", action="store_true",
+                   help=f"also run the other libraries' searches ({', '.join(peer_names())}), one row each")
     args = p.parse_args(argv)
+    if args.with_peers:
+        args.strategies += [s for s in peer_names() if s not in args.strategies]
     args.table = Settings().table_path(args.table)
     return args
 

@@ -11,6 +11,8 @@ directory. Per (strategy, dataset) it reports:
 * the mean wall seconds per search.
 
     python benchmarks/strategies.py --seeds 20 --budget 100 --out strategies.json
+    python benchmarks/strategies.py --strategies random rea local optuna-tpe optuna-gp   # beside Optuna's samplers
+    python benchmarks/strategies.py --with-peers   # ours and every peer (optuna-*: the optuna extra)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from collm_nas import Workspace
-from collm_nas.agents import STRATEGIES, llm_free_names
+from collm_nas.agents import STRATEGIES, llm_free_names, peer_names
 from collm_nas.evaluators.nb201_table import DATASETS, load_table
 from collm_nas.plotting import best_so_far, plot_curves
 from collm_nas.core.settings import Settings
@@ -58,7 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prior-for", action="append", default=[], metavar="DATASET=PRIOR",
                    help=f"prior per target dataset (default: {', '.join(f'{k}={v}' for k, v in DEFAULT_PRIORS.items())})")
     p.add_argument("--llm", default="none", help="LLM for LLM strategies: none (their LLM-free fallback), local, endpoint")
+    p.add_argument("--with-peers", action="store_true",
+                   help=f"also run the other libraries' searches ({', '.join(peer_names())}), one row each")
     args = p.parse_args(argv)
+    if args.with_peers:
+        args.strategies += [s for s in peer_names() if s not in args.strategies]
     if args.seeds < 1 or args.workers < 1 or args.budget < 1:
         p.error("--seeds, --workers and --budget must be at least 1")
     args.table = Settings().table_path(args.table)

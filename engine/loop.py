@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from collm_nas.agents import FALLBACK, STRATEGIES, Coordinator, Screening, StopRule
+from collm_nas.agents import FALLBACK, STRATEGIES, Coordinator, Screening, StopRule, multi_objective_names
 from collm_nas.backends import EvaluatorSpec, make_backend
 from collm_nas.core import (Objective, Objectives, RoundContext, RunConfig, SearchGoal, SearchSpace, SearchStrategy,
                             Strategy, ToolCallsPending, TrialStore, UserError, stale_rounds)
@@ -156,7 +156,7 @@ class SearchLoop:
         if self.multi_objective:
             for what, part in (("strategy", strategy), ("fallback", fallback)):
                 if not part.multi_objective:
-                    able = ", ".join(n for n in STRATEGIES if STRATEGIES.resolve(n).multi_objective)
+                    able = ", ".join(multi_objective_names())
                     raise UserError(f"the {what} '{part.name}' searches one objective only and this run has "
                                     f"{len(self.objectives)}; pick one that searches several ({able}) "
                                     "or give one --objective")

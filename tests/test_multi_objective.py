@@ -103,7 +103,8 @@ def test_strategies_that_search_one_objective_say_so(tmp_path: Path, table_path:
     # A user's strategy that does not declare multi_objective (examples/bandit_strategy.py).
     with pytest.raises(UserError, match=r"the strategy 'option-bandit' searches one objective only and this run "
                                         r"has 2; pick one that searches several \(random, rea, local, collm, "
-                                        r"lmsearcher, hybrid\) or give one --objective"):
+                                        r"lmsearcher, hybrid, optuna-tpe, optuna-gp, optuna-nsga2, optuna-random\) or "
+                                        r"give one --objective"):
         ws.search(strategy="examples.bandit_strategy:OptionBandit", budget=10, objectives=PAIR)
     with pytest.raises(UserError, match="--metric cifar10_test and --objective"):
         ws.search(strategy="rea", budget=10, metric="cifar10_test", objectives=PAIR)
