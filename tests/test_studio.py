@@ -249,7 +249,7 @@ def test_the_servers_shutdown_closes_the_llm_clients_it_opened() -> None:
     from collm_nas import studio, studio_app
 
     closed: list[str] = []
-    studio._llm_stack.callback(closed.append, "local model server stopped")
+    studio.SERVER._llm_stack.callback(closed.append, "local model server stopped")
 
     async def serve() -> None:
         async with studio_app.lifespan(studio_app.app):

@@ -273,7 +273,7 @@ def test_nan_trials_fail_while_the_search_goes_on(env: dict[str, str], capsys: p
 def test_api_search_on_the_mbv3_space(tmp_path: Path) -> None:
     result = Workspace(tmp_path / "runs").search(
         space="mbv3", evaluator="train", strategy="random", budget=2, seed=1,
-        options={"epochs": 1, "width_mult": 0.25, "image_size": 8, "batch_size": 128, "threads": 1,
+        train_options={"epochs": 1, "width_mult": 0.25, "image_size": 8, "batch_size": 128, "threads": 1,
                        "latency_repeats": 1})
     assert result.status == "finished" and result.evaluations == 2
     assert result.run_id.startswith("random-mbv3-digits-") and result.config["dataset"] == "digits"
