@@ -122,7 +122,8 @@ def degraded_line(summary: dict[str, Any] | None, fallback: str | None = None) -
     instead = f"the LLM-free fallback '{fallback}'" if fallback else "the LLM-free fallback"
     head = ("DEGRADED: the LLM never answered" if summary.get("never_answered") else
             f"DEGRADED: the LLM answered {answered} of {wanted} rounds meant for it")
-    parts = [f"{head}; {summary['fallback_rounds']} ran on {instead}"]
+    fell = summary["fallback_rounds"]
+    parts = [f"{head}; {fell} {'round' if fell == 1 else 'rounds'} ran on {instead}"]
     if summary.get("failed_calls"):
         parts.append(f"{summary['failed_calls']} of {summary['calls']} calls failed")
     if summary.get("server_restarts"):

@@ -68,7 +68,8 @@ class StoreLocator:
 
 
 def parse_store(value: str | Path) -> StoreLocator:
-    """Read ``--store`` / ``COLLM_NAS_STORE``: a PostgreSQL URL, ``sqlite:///PATH`` or a SQLite file path."""
+    """Read ``--store`` / ``COLLM_NAS_STORE``: a PostgreSQL URL, ``sqlite:///PATH`` (relative;
+    ``sqlite:////PATH`` absolute, as in SQLAlchemy) or a SQLite file path."""
     text = str(value).strip()
     if not text:
         raise UserError("the store is empty; give a postgres://USER@HOST:PORT/DB URL or a SQLite file path")
@@ -79,9 +80,13 @@ def parse_store(value: str | Path) -> StoreLocator:
         return StoreLocator("postgres", text)
     scheme = _SCHEME.match(text)
     if scheme and scheme.group(1).lower() == "sqlite":
+        # SQLAlchemy's spelling: sqlite:///runs/x.db is relative, sqlite:////srv/x.db absolute.
         path = text[len("sqlite:"):]
-        if path.startswith("//"):
-            path = path[2:]
+        if path.startswith("///"):
+            path = path[3:]
+        elif path.startswith("//"):
+            raise UserError(f"store '{text}' names a host; write it as sqlite:///RELATIVE/PATH.db or "
+                            "sqlite:////ABSOLUTE/PATH.db (or give the file path)")
         if not path:
             raise UserError("store 'sqlite:' names no file; write it as sqlite:///PATH/TO/collm-nas.db")
         return StoreLocator("sqlite", str(Path(path).expanduser()))

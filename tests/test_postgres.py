@@ -499,6 +499,9 @@ def test_store_locators_and_masking() -> None:
         'failed for "***" at postgres://u:***@h/db'
     assert parse_store("postgres://u@h:1/d").kind == "postgres"
     assert parse_store("POSTGRESQL://u@h/d").kind == "postgres"
-    assert parse_store("sqlite:///tmp/x.db") == parse_store("/tmp/x.db") and parse_store("x.db").kind == "sqlite"
+    assert parse_store("sqlite:////tmp/x.db") == parse_store("/tmp/x.db")
+    assert parse_store("sqlite:///runs/x.db") == parse_store("runs/x.db") and parse_store("x.db").kind == "sqlite"
+    with pytest.raises(UserError, match="names a host"):
+        parse_store("sqlite://server/x.db")
     with pytest.raises(UserError, match="unknown store 'mysql://u:\\*\\*\\*@h/d'"):
         parse_store("mysql://u:pw@h/d")

@@ -113,7 +113,7 @@ def test_restarts_used_up_the_run_falls_back_says_so_and_require_llm_fails_it(tm
     assert "Traceback" not in err
     assert "ended: killed by signal 9 (SIGKILL); not restarted: all 0 restarts of this run are used up" in err
     last = out.strip().splitlines()[-1]
-    assert last.startswith("DEGRADED: the LLM never answered; 2 ran on the LLM-free fallback 'local'"), out
+    assert last.startswith("DEGRADED: the LLM never answered; 2 rounds ran on the LLM-free fallback 'local'"), out
     assert "collm-nas: error: --require-llm some: the LLM never answered" in err
     # The run itself finished on the fallback and kept every trial.
     show = subprocess.run([sys.executable, "-m", "collm_nas.cli", "show", "down", "--format", "json"], env=env,

@@ -193,7 +193,7 @@ def test_a_run_that_got_every_answer_is_not_degraded():
 def test_fewer_answers_than_rounds_make_one_line():
     summary = summarise_llm_rounds([_round(1, [OK]), _round(2, [FAILED], [RESTART]), _round(3, [])])
     line = degraded_line(summary, "local")
-    assert line.startswith("DEGRADED: the LLM answered 1 of 3 rounds meant for it; 2 ran on the LLM-free "
+    assert line.startswith("DEGRADED: the LLM answered 1 of 3 rounds meant for it; 2 rounds ran on the LLM-free "
                            "fallback 'local'")
     assert "1 of 2 calls failed" in line and "restarted once" in line and "\n" not in line
     assert not summary["never_answered"]
@@ -202,5 +202,5 @@ def test_fewer_answers_than_rounds_make_one_line():
 def test_an_llm_that_never_answered_says_so():
     summary = summarise_llm_rounds([_round(1, [FAILED]), _round(2, [])])
     assert summary["never_answered"]
-    assert degraded_line(summary, "rea").startswith("DEGRADED: the LLM never answered; 2 ran on the LLM-free "
+    assert degraded_line(summary, "rea").startswith("DEGRADED: the LLM never answered; 2 rounds ran on the LLM-free "
                                                     "fallback 'rea'")
