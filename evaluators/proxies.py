@@ -72,7 +72,7 @@ __all__ = [
 
 PROXIES = ("synflow", "naswot", "grad_norm")
 # The proxy a search uses by default: the best Kendall tau against the NAS-Bench-201 table
-# of the three on digits images (benchmarks/proxy_tau.py; see the README).
+# of the three on digits images (benchmarks/proxy_tau.py; see docs/evaluators.md).
 DEFAULT_PROXY = "naswot"
 _WEIGHTED = (nn.Conv2d, nn.Linear)
 

@@ -7,7 +7,8 @@ candidate and adds 333132, a rejection's comment reaches the next Navigator prom
 second answer to an answered pause is refused, and a search in another process is watched live on its run
 page until its budget. No page may log a console error. SQLite and PostgreSQL.
 
-Set COLLM_NAS_SCREENSHOTS=DIR to keep the screenshots (README's come from here).
+Set COLLM_NAS_SCREENSHOTS=DIR to keep the screenshots (docs/dashboard-run.png and docs/dashboard-approval.png
+come from here).
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def test_proxies_rank_like_the_nb201_table_on_a_seeded_sample(digits, table_path
     """On 40 seeded random architectures (C=8, N=1 networks, digits images) the proxies order the
     architectures like CIFAR-10 validation accuracy in the table. Measured: synflow 0.50,
     naswot 0.44, grad_norm 0.06 (seeds 1 and 2 of the sample: 0.39 / 0.62 / 0.23 and
-    0.56 / 0.60 / 0.20; the 200-architecture figures at C=16, N=5 are in the README)."""
+    0.56 / 0.60 / 0.20; the 200-architecture figures at C=16, N=5 are in docs/evaluators.md)."""
     table = load_table(table_path)
     rng = random.Random(0)
     codes = list(dict.fromkeys(sample_path(rng) for _ in range(41)))[:40]
