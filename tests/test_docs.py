@@ -1,8 +1,9 @@
 """The documentation stays true: docs/ pages, the architecture page, README.md and mkdocs.yml's nav.
 
-* Every fenced ``python`` block of a guide page (and of README.md) runs (in a temporary folder, on the real
-  NAS-Bench-201 table), unless the line before it is ``<!-- no-run: why -->`` (a block that needs a server, an LLM, a GPU or a user's
-  own module). Bash blocks are not run, but every ``collm-nas SUBCOMMAND`` in them is a real subcommand.
+* Every fenced ``python`` block of a guide page (and of README.md) runs, in a temporary folder on the real
+  NAS-Bench-201 table, unless the line before it is ``<!-- no-run: why -->`` (a block that needs a server, an
+  LLM, a GPU or a user's own module). Shell blocks are not run, but every ``collm-nas SUBCOMMAND`` in them is a
+  real subcommand.
 * The architecture page names every top-level package folder, and every repository path it names exists.
 * README.md stays short and shows the two commands a newcomer needs, verbatim.
 * mkdocs.yml's nav lists every page under docs/, and only those.
