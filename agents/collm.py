@@ -120,6 +120,7 @@ def llm_ready(ctx: RoundContext) -> bool:
 
 def _unavailable(ctx: RoundContext, role: str, kind: str, mode: str, e: LLMUnavailable) -> None:
     ctx.memory["llm_paused_until"] = ctx.round + LLM_COOLDOWN_ROUNDS - 1
+    ctx.memory.pop("navigator_strategy", None)  # the next LLM round plans afresh
     ctx.calls.append({"role": role, "kind": kind, "ok": False, "error": str(e), "mode": mode})
     ctx.warnings.append(f"{e}; round {ctx.round} runs on the LLM-free strategy, the LLM is tried again "
                         f"in round {ctx.round + LLM_COOLDOWN_ROUNDS}")
@@ -217,10 +218,8 @@ class LLMNavigator(Navigator):
     def messages(self, ctx: RoundContext) -> list[BaseMessage]:
         objective = ctx.goal
         earlier = ctx.memory.get("strategies") or []
-        memory = "\n".join(
-            f"round {s['round']}: {s['summary']}" + (f" | patterns: {'; '.join(s['patterns'])}" if s["patterns"] else "")
-            for s in earlier
-        ) or "(none yet)"
+        # Summaries only: the patterns were drawn from older data, and the prompt is paid for every round.
+        memory = "\n".join(f"round {s['round']}: {s['summary']}" for s in earlier) or "(none yet)"
         system = render("navigator_system", space=ctx.space.describe(objective.constraints if objective else ()),
                         objective=objective_text(objective))
         user = render(
@@ -243,6 +242,9 @@ class LLMNavigator(Navigator):
         if not llm_ready(ctx):
             return Strategy(summary="the LLM is paused after failures; the LLM-free strategy fills this round",
                             plan={"llm": "unavailable"})
+        kept = self._kept_strategy(ctx)
+        if kept is not None:
+            return kept
         lang = _language(ctx)
         result = call_llm(
             ctx, "navigator", "navigate", self.messages(ctx), NavigatorAnswer,
@@ -259,7 +261,24 @@ class LLMNavigator(Navigator):
         earlier.append({"round": ctx.round, "summary": strategy.summary[:300],
                         "patterns": [p[:160] for p in strategy.patterns[:3]]})
         ctx.memory["strategies"] = earlier[-self.memory_window:]
+        if ctx.navigate_every > 1:  # kept (bounded, a few hundred bytes) for the rounds that reuse it
+            ctx.memory["navigator_strategy"] = {"round": ctx.round, **strategy.model_dump(exclude={"plan"})}
         return strategy
+
+    @staticmethod
+    def _kept_strategy(ctx: RoundContext) -> Strategy | None:
+        """The latest strategy again, while it is younger than ``ctx.navigate_every`` rounds.
+
+        A new one is written when a person rejected the last batch (their comment must be read) and after
+        a round the LLM did not plan (the kept strategy is then older than the results it should answer).
+        """
+        kept = ctx.memory.get("navigator_strategy")
+        if ctx.navigate_every <= 1 or not kept or ctx.human_comment:
+            return None
+        if ctx.round - kept["round"] >= ctx.navigate_every:
+            return None
+        fields = {k: v for k, v in kept.items() if k != "round"}
+        return Strategy(**fields, plan={"kept_from_round": kept["round"]})
 
     @staticmethod
     def _clean(answer: NavigatorAnswer, ctx: RoundContext) -> Strategy:
@@ -284,7 +303,8 @@ class LLMNavigator(Navigator):
 
 def strategy_text(strategy: Strategy) -> str:
     """The strategy as the Generator reads it (no working data)."""
-    return json.dumps(strategy.model_dump(exclude={"plan"}), indent=1)
+    fields = {k: v for k, v in strategy.model_dump(exclude={"plan"}).items() if v}  # empty lists say nothing
+    return json.dumps(fields, ensure_ascii=False)
 
 
 class LLMGenerator(Generator):
@@ -300,8 +320,22 @@ class LLMGenerator(Generator):
         goal = (f"## Goal\nThe search looks for the best trade-offs between {objectives_phrase(objective)}.\n\n"
                 if objective is not None and objective.objectives else "")
         user = render("generator_user", goal=goal, strategy=strategy_text(strategy), evaluated=len(ctx.history),
-                      avoid=avoid_list(ctx), n=n)
+                      avoid=self._avoid(ctx), n=n)
         return [SystemMessage(system), HumanMessage(user)]
+
+    @staticmethod
+    def _avoid(ctx: RoundContext) -> str:
+        """The codes to avoid, unless the decoder already makes them impossible to write.
+
+        Under grammar decoding with an exact code language (every enumerable space), the grammar admits
+        only legal, unseen codes, so listing the evaluated ones (up to 40 codes, growing every round)
+        only lengthens the prompt.
+        """
+        if ctx.llm is not None and ctx.llm.chat("generator").mode == "grammar":
+            lang = _language(ctx)
+            if lang is not None and lang.is_exact:
+                return "(the decoder admits only codes that are legal and not yet evaluated)"
+        return avoid_list(ctx)
 
     def _ask(self, ctx: RoundContext, kind: str, messages: list[BaseMessage], n: int) -> list[str]:
         lang = _language(ctx)

@@ -21,11 +21,16 @@ def fmt(value: float | None) -> str:
     return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.3e}"
 
 
-def trial_line(space: SearchSpace, trial: Trial, objective: SearchGoal | None) -> str:
-    """``333132  <arch>  cifar10_valid=91.61 params_mb=1.53`` (failed trials say so)."""
-    arch = space.format_arch(trial.ncode)
+def trial_line(trial: Trial, objective: SearchGoal | None) -> str:
+    """``333132  cifar10_valid=91.61 params_mb=1.53`` (failed trials say so).
+
+    The NCode alone names the architecture: the space's description in the system prompt is its legend,
+    and the per-option statistics name the options. Spelling each architecture out (NAS-Bench-201's
+    ``|nor_conv_3x3~0|+|...|``, about 40 tokens) made the Navigator's prompt two to three times longer,
+    which a local model pays for in seconds on every round.
+    """
     if not trial.ok:
-        return f"{trial.ncode}  {arch}  failed: {(trial.error or 'no result')[:80]}"
+        return f"{trial.ncode}  failed: {(trial.error or 'no result')[:80]}"
     metric = objective.metric if objective else "value"
     parts = [f"{metric}={fmt(trial.value)}"]
     if objective and objective.objectives:  # several objectives: each of them
@@ -38,7 +43,7 @@ def trial_line(space: SearchSpace, trial: Trial, objective: SearchGoal | None) -
         v = trial.metrics.get(name, trial.cost.get(name))
         if v is not None:
             parts.append(f"{name}={fmt(v)}")
-    return f"{trial.ncode}  {arch}  " + " ".join(parts)
+    return f"{trial.ncode}  " + " ".join(parts)
 
 
 def ranked(trials: Sequence[Trial], objective: Objective) -> list[Trial]:
@@ -56,14 +61,14 @@ def best_lines(ctx: RoundContext, k: int = 5) -> str:
     """The best trials; with several objectives the front, its most promising ``2k`` (see agents/fronts.py)."""
     if ctx.multi_objective:
         front = front_by_promise(ctx)
-        lines = [trial_line(ctx.space, t, ctx.goal) for t in front[: 2 * k]]
+        lines = [trial_line(t, ctx.goal) for t in front[: 2 * k]]
         if len(front) > 2 * k:
             lines.append(f"... and {len(front) - 2 * k} more on the front")
         return "\n".join(lines) or "(nothing evaluated yet)"
     top = ranked(ctx.history.trials(), ctx.objective)[:k]
     if not top:
         return "(nothing evaluated yet)"
-    return "\n".join(trial_line(ctx.space, t, ctx.goal) for t in top)
+    return "\n".join(trial_line(t, ctx.goal) for t in top)
 
 
 def last_round_lines(ctx: RoundContext, limit: int = 12) -> str:
@@ -72,7 +77,7 @@ def last_round_lines(ctx: RoundContext, limit: int = 12) -> str:
     if not trials:
         return "(no previous round)"
     shown = ranked(trials, ctx.objective) + [t for t in trials if not t.ok]
-    lines = [trial_line(ctx.space, t, ctx.goal) for t in shown[:limit]]
+    lines = [trial_line(t, ctx.goal) for t in shown[:limit]]
     if len(trials) > limit:
         lines.append(f"... and {len(trials) - limit} more")
     return "\n".join(lines)

@@ -610,6 +610,10 @@ def _llm_text(s: dict[str, Any]) -> str:
         f"  calls {s['calls']} ({s['failed_calls']} failed); tokens prompt {s['prompt_tokens']} / completion "
         f"{s['completion_tokens']}; latency {s['latency_s']:.1f}s in all, {s['latency_per_call_s']:.2f}s a call",
     ]
+    for role, row in (s.get("by_role") or {}).items():
+        one = row["per_call"]
+        lines.append(f"  {role}: {row['calls']} calls, a call {one['prompt_tokens']:.0f} prompt / "
+                     f"{one['completion_tokens']:.0f} completion tokens, {one['seconds']:.1f}s")
     if s.get("server_restarts") or s.get("server_timeouts") or s.get("server_down"):
         lines.append(f"  local server: restarted {_times(s['server_restarts'])}, {s['server_timeouts']} calls timed out "
                      f"while it still answered" + ("; given up after its restarts" if s.get("server_down") else ""))

@@ -130,6 +130,10 @@ class RunConfig(BaseModel):
         3, "tool rounds an LLM role may take per turn (decode_ncode, check_ncodes, lookup_trials, rank_pool) "
         "before it must answer; 0 turns tools off; only where the endpoint does tool calling", group=LLM, ge=0,
         le=10)
+    navigate_every: int = spec_field(
+        1, "the Navigator writes a new strategy every N rounds; in between, the Generator works from the latest "
+        "one (fewer calls for a slow local model; a person's rejection or a fallback round always brings a new "
+        "strategy)", group=LLM, ge=1, le=20, metavar="N")
     llm_options: dict[str, Any] = spec_field(
         help="further role options by API: {'generator.temperature': 0.2, ...} (never a key)", faces=("api",),
         default_factory=dict)

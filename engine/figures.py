@@ -16,6 +16,8 @@ def llm_figures(calls: list[dict[str, Any]], events: list[dict[str, Any]] = ()) 
         "latency_s": round(sum(call.get("latency_s", 0.0) for call in calls), 4),
         "modes": {},
         "prompt_tokens_by_role": {},
+        # Per role: calls, prompt and completion tokens, seconds (what one call of each role costs).
+        "by_role": {},
         "generator_proposed": sum(call.get("proposed", 0) for call in calls if call.get("role") == "generator"),
         "tool_calls": {},
         "tool_errors": 0,
@@ -25,6 +27,7 @@ def llm_figures(calls: list[dict[str, Any]], events: list[dict[str, Any]] = ()) 
         out["modes"][call["role"]] = call.get("mode")
         role_tokens = out["prompt_tokens_by_role"]
         role_tokens[call["role"]] = role_tokens.get(call["role"], 0) + call.get("prompt_tokens", 0)
+        _add_role_call(out["by_role"], call["role"], call)
         for name in call.get("tool_calls") or ():
             out["tool_calls"][name] = out["tool_calls"].get(name, 0) + 1
         out["tool_errors"] += int(call.get("tool_errors") or 0)
@@ -37,6 +40,35 @@ def llm_figures(calls: list[dict[str, Any]], events: list[dict[str, Any]] = ()) 
         out["server_down"] = any(e.get("kind") == "gave_up" for e in events)
         out["server_events"] = [e.get("message", "") for e in events][:5]
     return out
+
+
+_ROLE_FIGURES = ("calls", "prompt_tokens", "completion_tokens", "latency_s")
+
+
+def _add_role_call(by_role: dict[str, dict[str, float]], role: str, call: dict[str, Any]) -> None:
+    row = by_role.setdefault(role, dict.fromkeys(_ROLE_FIGURES, 0))
+    row["calls"] += 1
+    row["prompt_tokens"] += int(call.get("prompt_tokens") or 0)
+    row["completion_tokens"] += int(call.get("completion_tokens") or 0)
+    row["latency_s"] = round(row["latency_s"] + float(call.get("latency_s") or 0.0), 4)
+
+
+def _role_totals(llm_rounds: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per role over all rounds: calls, tokens, seconds, and the mean call (rounds stored before a round kept
+    its per-role figures add nothing here)."""
+    totals: dict[str, dict[str, float]] = {}
+    for r in llm_rounds:
+        for role, row in (r["llm"].get("by_role") or {}).items():
+            into = totals.setdefault(role, dict.fromkeys(_ROLE_FIGURES, 0))
+            for key in _ROLE_FIGURES:
+                into[key] += row.get(key, 0)
+    for row in totals.values():
+        n = row["calls"] or 1
+        row["latency_s"] = round(row["latency_s"], 3)
+        row["per_call"] = {"prompt_tokens": round(row["prompt_tokens"] / n, 1),
+                           "completion_tokens": round(row["completion_tokens"] / n, 1),
+                           "seconds": round(row["latency_s"] / n, 2)}
+    return totals
 
 
 def _planned_note(rounds: list[dict[str, Any]]) -> str:
@@ -103,6 +135,7 @@ def summarise_llm_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
         "completion_tokens": sum(r["llm"]["completion_tokens"] for r in llm_rounds),
         "latency_s": latency,
         "latency_per_call_s": latency / calls if calls else 0.0,
+        "by_role": _role_totals(llm_rounds),
         "modes": modes,
         "tool_calls": tools,
         "tool_errors": sum(int(r["llm"].get("tool_errors") or 0) for r in llm_rounds),

@@ -241,6 +241,7 @@ class SearchLoop:
             prior=self.prior,
             tools=tools,
             tool_rounds=self.config.tool_rounds,
+            navigate_every=self.config.navigate_every,
             conversation=list(state.get("conversation") or []) or None,
             objectives=self.objectives if self.multi_objective else None,
             hv_reference=tuple(self.config.hv_reference) if self.config.hv_reference else None,

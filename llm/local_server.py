@@ -78,6 +78,14 @@ _SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlett
 _STOP_GRACE_S = 5.0
 # llama.cpp's extra buffer types (AMX, weight repacking): off unless this variable says "on" (see llama_server).
 EXTRA_BUFFERS_ENV = "COLLM_NAS_LLM_EXTRA_BUFFERS"
+# llama.cpp's prompt cache across requests, in MiB of saved model state (0: off). The Navigator and the
+# Generator alternate, so the server's own prefix reuse (the previous request only) never sees the same
+# role twice in a row; the cache keeps each role's last state, and the next round's prompt of that role
+# is processed from where its common prefix with the last one ends (the system prompt and more).
+# Each saved state also holds a copy of the logits buffer (n_batch x vocabulary floats, ~300 MB for a
+# 150k-token vocabulary) that the size limit does not count, so the limit is kept small: a few states.
+PROMPT_CACHE_ENV = "COLLM_NAS_LLM_PROMPT_CACHE_MB"
+DEFAULT_PROMPT_CACHE_MB = 256
 _POLL_INTERVAL_S = 0.1
 _PORT_TAKEN_MARKERS = ("address already in use", "error while attempting to bind")
 
@@ -170,6 +178,20 @@ def _extra_buffers_default() -> bool:
     return value in ("on", "1", "true")
 
 
+def _prompt_cache_default() -> int:
+    value = os.environ.get(PROMPT_CACHE_ENV, "").strip()
+    if not value:
+        return DEFAULT_PROMPT_CACHE_MB
+    try:
+        mb = int(value)
+    except ValueError:
+        mb = -1
+    if mb < 0:
+        raise UserError(f"setting {PROMPT_CACHE_ENV} must be a whole number of MiB (0 turns the cache off), "
+                        f"got {value!r}")
+    return mb
+
+
 def _client_host(host: str) -> str:
     """Where a client on this machine reaches a server listening on ``host``."""
     if host in ("", "0.0.0.0"):
@@ -206,6 +228,7 @@ class LocalModelServer:
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         extra_buffers: bool | None = None,
         model_path: str | os.PathLike[str] | None = None,
+        prompt_cache_mb: int | None = None,
     ) -> None:
         self.host = host
         self.n_ctx: int | None = int(n_ctx) if n_ctx else None  # None: the model's own, at most DEFAULT_N_CTX
@@ -215,6 +238,7 @@ class LocalModelServer:
         self.info: GGUFInfo | None = None  # what the model file says of itself, read at start
         self.startup_timeout = float(startup_timeout)
         self.extra_buffers = _extra_buffers_default() if extra_buffers is None else bool(extra_buffers)
+        self.prompt_cache_mb = _prompt_cache_default() if prompt_cache_mb is None else max(0, int(prompt_cache_mb))
         self.restarts = 0  # how often restart() started the server again
         self._requested_port = port
         self._model_path = Path(model_path).expanduser() if model_path is not None else None
@@ -396,7 +420,12 @@ class LocalModelServer:
             # Logits for every prompt position cost time (prompt processing ran
             # ~2x slower) and n_ctx x vocab floats of memory; only logprobs need them.
             "--logits_all", "False",
-        ]
+        ] + self._cache_arguments()
+
+    def _cache_arguments(self) -> list[str]:
+        if self.prompt_cache_mb <= 0:
+            return []
+        return ["--cache", "True", "--cache_type", "ram", "--cache_size", str(self.prompt_cache_mb << 20)]
 
     def _write_log(self, text: str) -> None:
         assert self.log_path is not None

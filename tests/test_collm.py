@@ -22,6 +22,7 @@ from collm_nas import Workspace
 from collm_nas.agents.collm import extract_codes
 from collm_nas.llm.session import resolve_llm
 from collm_nas.core.errors import UserError
+from collm_nas.engine.figures import summarise_llm_rounds
 
 from cli_runner import kill_when
 from fake_openai import FakeOpenAIServer, Reply
@@ -192,6 +193,38 @@ def test_grammar_mode_sends_a_grammar_of_unseen_legal_codes(tmp_path, table_path
     assert result.evaluations == 10
     assert all("grammar" in b and "max_tokens" in b for b in generator_bodies)
     assert ws.run("c").rounds()[0]["llm"]["modes"]["generator"] == "grammar"
+
+
+def test_grammar_leaves_the_avoid_list_out_and_the_calls_are_counted_per_role(tmp_path, table_path, llm_env):
+    with FakeOpenAIServer(default=Reply.dynamic(Script(fresh_codes(3))), owned_by="llamacpp") as server:
+        llm_env(server, decoding="auto")
+        ws, result, _ = search(tmp_path, table_path, budget=10, batch=5)
+        generator_bodies = [b for b in server.chat_bodies if role_of(b) == "generator"]
+    first_round = [t.ncode for t in ws.run("c").trials() if t.round == 1]
+    second_prompt = generator_bodies[1]["messages"][-1]["content"]
+    # The grammar admits only unseen codes, so the prompt does not list the evaluated ones.
+    assert "the decoder admits only codes that are legal and not yet evaluated" in second_prompt
+    assert not any(code in second_prompt for code in first_round), second_prompt
+    rounds = ws.run("c").rounds()
+    by_role = summarise_llm_rounds(rounds)["by_role"]
+    assert by_role["generator"]["calls"] == len(generator_bodies) == 2
+    assert by_role["navigator"]["calls"] == 2
+    assert by_role["generator"]["prompt_tokens"] == sum(r["llm"]["prompt_tokens_by_role"]["generator"] for r in rounds)
+    assert by_role["generator"]["per_call"]["prompt_tokens"] == by_role["generator"]["prompt_tokens"] / 2 > 0
+
+
+def test_the_navigator_can_plan_every_other_round(tmp_path, table_path, llm_env):
+    with FakeOpenAIServer(default=Reply.dynamic(Script(fresh_codes(5)))) as server:
+        llm_env(server)
+        ws, result, _ = search(tmp_path, table_path, budget=25, batch=5, navigate_every=2)
+        roles = [role_of(b) for b in server.chat_bodies if not is_correction(b)]
+    assert result.evaluations == 25
+    assert roles.count("navigator") == 3 and roles.count("generator") == 5, roles  # rounds 1, 3, 5 plan
+    rounds = ws.run("c").rounds()
+    assert [sorted(r["llm"]["by_role"]) for r in rounds] == [["generator", "navigator"], ["generator"]] * 2 + [
+        ["generator", "navigator"]]
+    assert rounds[1]["strategy"] == rounds[0]["strategy"] and rounds[3]["strategy"] == rounds[2]["strategy"]
+    assert ws.run("c").config.navigate_every == 2
 
 
 def test_api_key_is_never_written(tmp_path, table_path, llm_env):

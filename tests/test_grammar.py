@@ -13,6 +13,7 @@ import pytest
 
 from collm_nas.spaces import NB201Space, parse_constraints, space_from_dict
 from collm_nas.core.space import NCODE_ALPHABET
+from collm_nas.tools.grammar import STRATEGY_MAX_OPTIONS, STRATEGY_MAX_TEXT
 from collm_nas.tools import (
     CodeLanguage,
     ValidityChecker,
@@ -425,9 +426,13 @@ def test_strategy_gbnf_accepts_the_navigator_object(nb201, checker):
     assert accepts(grammar, json.dumps(good))
     assert accepts(grammar, json.dumps(good, separators=(",", ":")))
     assert accepts(grammar, json.dumps(_strategy(nb201, patterns=[], example_codes=[])))
-    full = {d.name: {"prefer": list(d.options), "avoid": list(d.options)} for d in nb201.decisions}
+    full = {d.name: {"prefer": list(d.options[:STRATEGY_MAX_OPTIONS]), "avoid": list(d.options[-STRATEGY_MAX_OPTIONS:])}
+            for d in nb201.decisions}
     assert accepts(grammar, json.dumps(_strategy(nb201, directions=full, example_codes=[])))
-    assert accepts(grammar, json.dumps(_strategy(nb201, summary="x" * 160, example_codes=[])))
+    every = {d.name: {"prefer": list(d.options), "avoid": []} for d in nb201.decisions}
+    assert not accepts(grammar, json.dumps(_strategy(nb201, directions=every, example_codes=[])))
+    assert accepts(grammar, json.dumps(_strategy(nb201, summary="x" * STRATEGY_MAX_TEXT, example_codes=[])))
+    assert not accepts(grammar, json.dumps(_strategy(nb201, summary="x" * (STRATEGY_MAX_TEXT + 1), example_codes=[])))
 
     directions = dict(good["directions"])
     del directions["edge_3<-2"]

@@ -201,3 +201,25 @@ def test_explicit_taken_port_gives_user_error(tmp_path: Path) -> None:
             with LocalModelServer(port=taken, n_ctx=512, log_path=log):
                 pass
     assert str(taken) in str(caught.value) and str(log) in str(caught.value)
+
+
+def test_prompt_cache_resumes_a_role_after_another_roles_request(tmp_path: Path) -> None:
+    """Navigator and Generator alternate; the cache restores the Navigator's state for its next round."""
+    log = tmp_path / "server.log"
+    navigator = "You are the navigator of a search. " + "Study the measurements. " * 60
+    generator = "You are the generator of a search. " + "Write the codes. " * 60
+    with LocalModelServer(n_ctx=2048, log_path=log) as srv:
+        chat = _chat(srv, max_tokens=4)
+        for system, user in ((navigator, "Round 1."), (generator, "Round 1."), (navigator, "Round 2.")):
+            chat.invoke([("system", system), ("user", user)])
+    text = log.read_text(errors="replace")
+    assert "cache miss" in text  # the first two requests had nothing to resume from
+    assert "cache hit" in text, text[-2000:]
+
+
+def test_prompt_cache_can_be_switched_off(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    with LocalModelServer(n_ctx=1024, log_path=log, prompt_cache_mb=0) as srv:
+        _chat(srv, max_tokens=2).invoke("Say yes.")
+    text = log.read_text(errors="replace")
+    assert "cache miss" not in text and "cache hit" not in text

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 
+from pathlib import Path
 import httpx
 import openai
 import pytest
@@ -204,3 +205,18 @@ def test_an_llm_that_never_answered_says_so():
     assert summary["never_answered"]
     assert degraded_line(summary, "rea").startswith("DEGRADED: the LLM never answered; 2 rounds ran on the LLM-free "
                                                     "fallback 'rea'")
+
+
+def test_the_prompt_cache_setting(monkeypatch) -> None:
+    from collm_nas.llm.local_server import PROMPT_CACHE_ENV, LocalModelServer
+
+    command = LocalModelServer()._command(Path("m.gguf"), 1)
+    at = command.index("--cache_size")
+    assert command[command.index("--cache") + 1] == "True" and int(command[at + 1]) == 256 << 20
+    assert "--cache" not in LocalModelServer(prompt_cache_mb=0)._command(Path("m.gguf"), 1)
+    monkeypatch.setenv(PROMPT_CACHE_ENV, "64")
+    command = LocalModelServer()._command(Path("m.gguf"), 1)
+    assert int(command[command.index("--cache_size") + 1]) == 64 << 20
+    monkeypatch.setenv(PROMPT_CACHE_ENV, "lots")
+    with pytest.raises(UserError, match=f"{PROMPT_CACHE_ENV} must be a whole number of MiB"):
+        LocalModelServer()

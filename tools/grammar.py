@@ -612,14 +612,27 @@ def _pool(codes: Sequence[str]) -> list[str]:
 
 
 # ================================================================ strategy
+# Bounds of the Navigator's answer. Every token a local model writes costs about 0.2 s on 2 cores
+# (Qwen2.5-Coder-1.5B, one decoding thread: 4.1-4.9 tokens/s), so the strategy is kept to what the
+# Generator uses: a plan of at most 100 characters, two observations, the directions per decision, at most
+# one extra rule and three example codes.
+STRATEGY_MAX_TEXT = 100
+STRATEGY_MAX_PATTERNS = 2
+STRATEGY_MAX_CONSTRAINTS = 1
+STRATEGY_MAX_EXAMPLES = 3
+# Options a direction names per decision, to prefer and to avoid each ("the top two"): a model told it may
+# list every option does, and six decisions of five NAS-Bench-201 operations then cost ~300 tokens.
+STRATEGY_MAX_OPTIONS = 2
+
+
 def strategy_gbnf(
     space: SearchSpace,
     lang: CodeLanguage,
     *,
-    max_text: int = 160,
-    max_patterns: int = 4,
-    max_constraints: int = 3,
-    max_examples: int = 4,
+    max_text: int = STRATEGY_MAX_TEXT,
+    max_patterns: int = STRATEGY_MAX_PATTERNS,
+    max_constraints: int = STRATEGY_MAX_CONSTRAINTS,
+    max_examples: int = STRATEGY_MAX_EXAMPLES,
 ) -> str:
     """Grammar of the Navigator's strategy object.
 
@@ -647,7 +660,7 @@ def strategy_gbnf(
     lines = [f"root ::= {root}", f"directions ::= {directions}"]
     for options, k in option_rules.items():
         choice = " | ".join(gbnf_literal(json.dumps(o, ensure_ascii=False)) for o in options)
-        array = _gbnf_array(f"opt-{k}", 0, len(options))
+        array = _gbnf_array(f"opt-{k}", 0, min(len(options), STRATEGY_MAX_OPTIONS))
         lines.append(f'dir-{k} ::= {_gbnf_object([("prefer", array), ("avoid", array)])}')
         lines.append(f"opt-{k} ::= {choice}")
     lines.append(f"text ::= {_gbnf_text(max_text)}")
@@ -660,10 +673,10 @@ def strategy_json_schema(
     space: SearchSpace,
     lang: CodeLanguage,
     *,
-    max_text: int = 160,
-    max_patterns: int = 4,
-    max_constraints: int = 3,
-    max_examples: int = 4,
+    max_text: int = STRATEGY_MAX_TEXT,
+    max_patterns: int = STRATEGY_MAX_PATTERNS,
+    max_constraints: int = STRATEGY_MAX_CONSTRAINTS,
+    max_examples: int = STRATEGY_MAX_EXAMPLES,
 ) -> dict:
     """JSON schema of the same strategy object (see :func:`strategy_gbnf`)."""
     _check_strategy_bounds(max_text, max_patterns, max_constraints, max_examples)
@@ -675,7 +688,7 @@ def strategy_json_schema(
     directions = {}
     for d in space.decisions:
         options = {"type": "array", "items": {"type": "string", "enum": list(d.options)},
-                   "minItems": 0, "maxItems": len(d.options)}
+                   "minItems": 0, "maxItems": min(len(d.options), STRATEGY_MAX_OPTIONS)}
         directions[d.name] = {
             "type": "object",
             "properties": {"prefer": dict(options), "avoid": dict(options)},
