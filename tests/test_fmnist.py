@@ -222,6 +222,25 @@ def test_cli_trains_on_an_idx_folder(env: dict[str, str], tmp_path: Path) -> Non
         assert t["valid_acc"] > 60 and t["test_acc"] > 60 and t["train_acc"] > 40 and t["train_s"] > 0
 
 
+@pytest.mark.parametrize("evaluator,options,metric", [
+    ("supernet", ["epochs=8", "batch_size=32", "threads=1", "calib_batches=2", "cache_dir={tmp}/cache"], "valid_acc"),
+    ("proxy", ["channels=8", "cells=1", "batch_size=16", "threads=1"], None),
+])
+def test_cli_supernet_and_proxy_on_an_idx_folder(env: dict[str, str], tmp_path: Path, evaluator: str,
+                                                 options: list[str], metric: str | None) -> None:
+    folder = write_idx_folder(tmp_path / "set", train=300, test=60)
+    args = ["search", "--evaluator", evaluator, "--dataset", f"idx:{folder}", "--strategy", "random", "--budget", "2",
+            "--run-id", evaluator, "--json", "--no-progress"]
+    for option in options:
+        args += ["--train-option", option.format(tmp=tmp_path)]
+    out = run_cli(args, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    trials = json.loads(run_cli(["show", evaluator, "--format", "json"], env=env).stdout)["trials"]
+    assert len(trials) == 2 and all(t["status"] == "ok" for t in trials)
+    if metric:
+        assert all(t[metric] > 40 for t in trials), [t[metric] for t in trials]  # the supernet's weights beat chance on the learnable set
+
+
 # ------------------------------------------------------------- codes:PATH
 def test_codes_file_errors_and_parsing(tmp_path: Path) -> None:
     from collm_nas.agents.codes_list import read_codes_file
