@@ -47,6 +47,7 @@ BENCH = Path("benchmarks")  # relative to ROOT: the runs store relative codes-fi
 PAIRED_FILE = BENCH / "fmnist_cells_paired.txt"
 REST_FILE = BENCH / "fmnist_cells_rest.txt"
 CSV_FILE = BENCH / "fmnist_nb201_ground_truth.csv"
+MD_FILE = BENCH / "fmnist_ground_truth.md"  # its figures block is rewritten by every export
 RUNS_DIR = Path(os.environ.get("FMNIST_GT_RUNS_DIR", "runs/fmnist-gt"))
 
 CELLS = 200  # cells in the table
@@ -202,10 +203,10 @@ def export() -> dict[str, float]:
             "fmnist_valid_seed0": seed_val(0, "valid_acc"), "fmnist_valid_seed1": seed_val(1, "valid_acc"),
             "fmnist_test_seed0": seed_val(0, "test_acc"), "fmnist_test_seed1": seed_val(1, "test_acc"),
             "params_mb_fmnist": f"{float(rows[0]['params_mb']):.6f}", "flops_m_fmnist": f"{float(rows[0]['flops_m']):.4f}",
-            "train_s": f"{mean('train_s'):.1f}",
+            "train_s": f"{mean('train_s'):.1f}", "ncode": code,
         })
     with open(ROOT / CSV_FILE, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(lines)
     paired = [c for c in order if c in by_seed[0] and c in by_seed[1]]
@@ -223,7 +224,46 @@ def export() -> dict[str, float]:
     }
     print(f"wrote {CSV_FILE}: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                                             for k, v in figures.items()), flush=True)
+    write_figures(figures, lines, by_seed, paired)
     return figures
+
+
+def write_figures(figures: dict[str, float], lines: list[dict[str, str]], by_seed, paired: list[str]) -> None:
+    """Rewrite the block between the figures markers of MD_FILE (the rest of the file is hand-written)."""
+    md = ROOT / MD_FILE
+    if not md.is_file():
+        return
+    text = md.read_text()
+    start, end = "<!-- figures -->", "<!-- /figures -->"
+    if start not in text or end not in text:
+        return
+    valid = sorted(float(r["fmnist_valid"]) for r in lines)
+    q = lambda p: valid[min(len(valid) - 1, int(p * (len(valid) - 1) + 0.5))] if valid else float("nan")  # noqa: E731
+    by_arch = {r["ncode"]: float(r["fmnist_valid"]) for r in lines}
+    best = max(by_arch, key=by_arch.get) if by_arch else "-"
+    worst = min(by_arch, key=by_arch.get) if by_arch else "-"
+    deltas = sorted(abs(float(by_seed[0][c]["valid_acc"]) - float(by_seed[1][c]["valid_acc"])) for c in paired)
+    wall = [float(by_seed[s][c]["train_s"]) for s in (0, 1) for c in by_seed[s]]
+    body = "\n".join([
+        f"Cells in the table: **{figures['cells']}** of {CELLS} planned; with two seeds: **{figures['paired']}** "
+        f"of {PAIRED} planned (exported {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
+        "",
+        "| figure | value |",
+        "| --- | --- |",
+        f"| fmnist_valid: min / 10% / median / 90% / max | {q(0):.2f} / {q(0.1):.2f} / {q(0.5):.2f} / "
+        f"{q(0.9):.2f} / {q(1):.2f} % |",
+        f"| fmnist_valid: standard deviation over cells | {figures['valid_sd']:.2f} points |",
+        f"| best cell | `{best}` {by_arch.get(best, float('nan')):.2f} % |",
+        f"| worst cell | `{worst}` {by_arch.get(worst, float('nan')):.2f} % |",
+        f"| seed 0 vs seed 1 (fmnist_valid): mean abs difference | {figures['mean_abs_delta']:.2f} points "
+        f"(median {statistics.median(deltas) if deltas else float('nan'):.2f}, max "
+        f"{max(deltas, default=float('nan')):.2f}) |",
+        f"| seed 0 vs seed 1: Kendall tau over the paired cells | {figures['tau_seeds']:.3f} |",
+        f"| training time per network (train_s, one niced thread) | mean {statistics.fmean(wall) if wall else float('nan'):.1f} s, "
+        f"min {min(wall, default=float('nan')):.1f} s, max {max(wall, default=float('nan')):.1f} s |",
+    ])
+    head, rest = text.split(start, 1)
+    md.write_text(head + start + "\n" + body + "\n" + end + rest.split(end, 1)[1])
 
 
 def main(argv: list[str] | None = None) -> None:
