@@ -3,6 +3,7 @@ LLM-free entries (tag ``fallback``) or a user's LLM-free strategy::
 
     STRATEGIES.resolve("rea")                      # a SearchStrategy
     STRATEGIES.resolve("mypkg.mine:Mine")          # a user's, adapted (see below)
+    STRATEGIES.resolve("codes:cells.txt")          # the NCodes listed in a file, in order
     STRATEGIES.resolve("local", tag=FALLBACK)      # one that may stand in for an LLM
 
 A factory takes no arguments and returns a :class:`~collm_nas.core.SearchStrategy`.
@@ -45,7 +46,15 @@ def _require_llm_free(strategy: SearchStrategy, name: str, tag: str) -> None:
                         "or your own LLM-free strategy as module.path:attribute")
 
 
-STRATEGIES: Registry[SearchStrategy] = Registry("strategy", adapt=as_search_strategy, require=_require_llm_free)
+def _find(name: str) -> SearchStrategy | None:
+    """``codes:PATH``: the architectures listed in a file, in order (agents/codes_list.py)."""
+    from collm_nas.agents.codes_list import find_codes_strategy
+
+    return find_codes_strategy(name)
+
+
+STRATEGIES: Registry[SearchStrategy] = Registry("strategy", adapt=as_search_strategy, find=_find,
+                                                require=_require_llm_free)
 LLM_FREE = "llm-free"  # tag: talks to no LLM
 FALLBACK = "fallback"  # tag: may top up short batches and stand in for an LLM strategy
 PEER = "peer"  # tag: another library's search (LLM-free), measured beside ours; needs its extra installed

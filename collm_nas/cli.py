@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "run spec (collm_nas.core.RunConfig), stored with the run.")
     add_spec_arguments(s)
     s.add_argument("--run-id", help="name of the new run (default: generated)")
-    s.add_argument("--data-dir", help="folder holding CIFAR / torchvision / image-folder data for --evaluator train, "
-                                      "supernet or proxy (default: $COLLM_NAS_DATA_DIR)")
+    s.add_argument("--data-dir", help="folder holding CIFAR / Fashion-MNIST / torchvision / image-folder data for "
+                                      "--evaluator train, supernet or proxy (default: $COLLM_NAS_DATA_DIR)")
     s.add_argument("--approve", action="store_true",
                    help="answer each approval pause here (approve / edit / reject); alone it means --approval "
                         "every-round; without it a paused search exits and 'collm-nas approve RUN_ID' answers later")

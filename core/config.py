@@ -75,9 +75,10 @@ class RunConfig(BaseModel):
         "table", "what a trial costs and returns: a registered evaluator or module.path:function",
         registry="evaluator")
     dataset: str | None = spec_field(
-        None, "table: cifar10 (default, searched on validation), cifar100 or imagenet16; train, supernet, "
-        "proxy: digits (default), cifar10, cifar100 (python folders under --data-dir), torchvision:NAME or "
-        "imagefolder:PATH")
+        None, "table: cifar10 (default, searched on validation), cifar100, imagenet16 or fashion-mnist (the "
+        "project's own table); train, supernet, proxy: digits (default), cifar10, cifar100 (python folders under "
+        "--data-dir), fashion-mnist (Debian's dataset-fashion-mnist or --data-dir), idx:PATH (MNIST-format "
+        "files), torchvision:NAME or imagefolder:PATH")
     strategy: str = spec_field("rea", "search strategy: a registered name or module.path:attribute",
                                registry="strategy")
     budget: int = spec_field(100, "number of architectures to evaluate")

@@ -62,6 +62,11 @@ class Evaluator(ABC):
     def prepare(self) -> None:
         """Check (or make) what evaluations need before a search starts; one-line UserError if impossible."""
 
+    def problem(self, ncode: str) -> str | None:
+        """Why this evaluator cannot evaluate the legal code ``ncode`` (None: it can). The validity checker
+        treats such a code as illegal, so no strategy proposes it (a table of a subset of the cells)."""
+        return None
+
     @property
     def resource_names(self) -> tuple[str, ...]:
         """Resources known before evaluation (used by constraints and cost estimates)."""

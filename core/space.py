@@ -68,7 +68,7 @@ class Decision:
 class Problem:
     """Why a code is not a legal architecture of its space."""
 
-    kind: str  # length | character | inactive | structure | constraint
+    kind: str  # length | character | inactive | structure | evaluator | constraint
     message: str
 
 

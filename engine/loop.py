@@ -147,7 +147,8 @@ class SearchLoop:
         constraint_texts = [*self.space.default_constraints,
                             *(c for c in config.constraints if c not in self.space.default_constraints)]
         constraints = parse_constraints(constraint_texts, known)
-        self.checker = ValidityChecker(self.space, constraints, evaluator.resources)
+        self.checker = ValidityChecker(self.space, constraints, evaluator.resources,
+                                       getattr(evaluator, "problem", None))
         strategy = strategy or STRATEGIES.resolve(config.strategy)  # a strategy object may be handed in (tests)
         fallback = STRATEGIES.resolve(config.fallback, tag=FALLBACK)
         if strategy.needs_llm and config.llm == "none":

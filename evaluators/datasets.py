@@ -16,6 +16,16 @@ Names :func:`load_dataset` understands:
   ``cifar-100-python`` with ``train`` and ``test``), read without
   torchvision; a seeded, stratified 5,000 training images are held out for
   validation and ``test_batch`` / ``test`` is the test split;
+* ``fashion-mnist``: Fashion-MNIST from its IDX files (Debian's
+  ``dataset-fashion-mnist`` puts them in ``/usr/share/datasets/fashion-mnist``;
+  ``data_dir`` overrides that folder), 28x28 grey, read by our own IDX reader
+  (:func:`read_idx`, no torchvision); a seeded, stratified 10,000 of the
+  60,000 training images are held out for validation and the official 10,000
+  ``t10k`` images are the test split;
+* ``idx:PATH``: any folder of MNIST-format IDX files (``train-images-idx3-ubyte``,
+  ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
+  ``t10k-labels-idx1-ubyte``, each plain or ``.gz``), split the same way (a
+  tenth held out when the training split is small);
 * ``torchvision:NAME``: a dataset class of ``torchvision.datasets``
   (``torchvision:MNIST``, ``torchvision:FashionMNIST``, ``torchvision:SVHN``, ...)
   from its folder, never downloaded; its test split is the test split;
@@ -29,7 +39,9 @@ The last two need torchvision, imported only then; data folders come from
 
 from __future__ import annotations
 
+import gzip
 import pickle
+import zlib
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -51,11 +63,19 @@ __all__ = [
     "load_dataset",
     "load_digits",
     "load_image_folder",
+    "load_fashion_mnist",
+    "load_idx_folder",
     "load_torchvision",
+    "read_idx",
+    "subset_train",
 ]
 
-TRAIN_DATASETS = ("digits", "cifar10", "cifar100", "torchvision:NAME", "imagefolder:PATH")
+TRAIN_DATASETS = ("digits", "cifar10", "cifar100", "fashion-mnist", "idx:PATH", "torchvision:NAME",
+                  "imagefolder:PATH")
 _DATA_FIX = "set --data-dir or COLLM_NAS_DATA_DIR"
+# Where Debian's dataset-fashion-mnist package puts the IDX files.
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
 
 
 @dataclass(frozen=True)
@@ -234,6 +254,163 @@ def load_cifar(name: str, data_dir: str | Path | None, *, valid_size: int = 5000
                   description=f"{name.upper()} from {folder}")
 
 
+# ------------------------------------------------------------------------- IDX
+# IDX type codes (the MNIST distribution's "IDX file format"): big-endian data.
+_IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+# The four files of an MNIST-format folder, by role; each may be plain or .gz, with '-' or '.' before idx.
+_IDX_FILES = {
+    "train_images": ("train-images-idx3-ubyte", 3),
+    "train_labels": ("train-labels-idx1-ubyte", 1),
+    "test_images": ("t10k-images-idx3-ubyte", 3),
+    "test_labels": ("t10k-labels-idx1-ubyte", 1),
+}
+
+
+def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
+    """One IDX file (plain or gzip-compressed) as a numpy array in native byte order.
+
+    Checks the magic number (two zero bytes, a known type code, the number of
+    dimensions, ``ndim`` when given) and that the data is exactly as long as
+    the header's sizes say. Any problem is a one-line :class:`UserError` naming
+    the file.
+    """
+    p = Path(path)
+    bad = lambda what: UserError(f"IDX file '{p}' is malformed: {what}; replace it with the original file")  # noqa: E731
+    try:
+        with open(p, "rb") as fh:
+            raw = fh.read()
+        if raw[:2] == b"\x1f\x8b":  # gzip, whatever the name says
+            raw = gzip.decompress(raw)
+    except FileNotFoundError:
+        raise UserError(f"IDX file '{p}' not found") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise bad(f"its gzip stream is broken or truncated ({type(e).__name__}: {e})") from None
+    except OSError as e:
+        raise UserError(f"cannot read IDX file '{p}' ({e.strerror or e})") from None
+    if len(raw) < 4:
+        raise bad(f"{len(raw)} bytes, shorter than the 4-byte magic number")
+    zero, code, dims = raw[0] | raw[1], raw[2], raw[3]
+    if zero != 0 or code not in _IDX_TYPES:
+        raise bad(f"magic number 0x{raw[:4].hex()} is not an IDX header (00 00 type dims)")
+    if ndim is not None and dims != ndim:
+        raise bad(f"{dims} dimensions, expected {ndim}")
+    if dims < 1:
+        raise bad("zero dimensions")
+    header = 4 + 4 * dims
+    if len(raw) < header:
+        raise bad(f"its header is truncated ({len(raw)} bytes, the sizes need {header})")
+    shape = tuple(int(v) for v in np.frombuffer(raw, dtype=">u4", count=dims, offset=4))
+    dtype = _IDX_TYPES[code]
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    got = len(raw) - header
+    if got != expected:
+        what = "truncated" if got < expected else "longer than its header says"
+        raise bad(f"{what}: {got} data bytes, the header's sizes {'x'.join(map(str, shape))} need {expected}")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    dotted = stem.replace("-idx", ".idx")
+    for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _idx_paths(folder: Path) -> dict[str, Path] | None:
+    """The four files of an MNIST-format folder, or None when any is missing."""
+    found = {role: _idx_file(folder, stem) for role, (stem, _) in _IDX_FILES.items()}
+    return None if any(p is None for p in found.values()) else found  # type: ignore[return-value]
+
+
+def _idx_need() -> str:
+    return ", ".join(stem + "[.gz]" for stem, _ in _IDX_FILES.values())
+
+
+def _fashion_mnist_folder(data_dir: str | Path | None) -> tuple[Path, dict[str, Path]]:
+    """The folder of Fashion-MNIST's IDX files: ``data_dir`` (or its fashion-mnist/) when set, else Debian's."""
+    if data_dir is not None:
+        root = Path(data_dir).expanduser()
+        candidates = [root, root / "fashion-mnist", root / "FashionMNIST" / "raw"]
+        where = f"'{root}' (--data-dir / COLLM_NAS_DATA_DIR)"
+    else:
+        candidates = [Path(FASHION_MNIST_DIR)]
+        where = f"'{FASHION_MNIST_DIR}'"
+    for folder in candidates:
+        paths = _idx_paths(folder)
+        if paths is not None:
+            return folder, paths
+    raise UserError(f"fashion-mnist not found in {where}: install it with 'apt-get install {FASHION_MNIST_PACKAGE}' "
+                    f"(files in {FASHION_MNIST_DIR}) or {_DATA_FIX} to a folder with {_idx_need()}")
+
+
+def _idx_folder(path: str | Path, data_dir: str | Path | None) -> tuple[Path, dict[str, Path]]:
+    folder = Path(path).expanduser()
+    if not folder.is_absolute() and data_dir is not None and not folder.exists():
+        folder = Path(data_dir).expanduser() / folder
+    paths = _idx_paths(folder) if folder.is_dir() else None
+    if paths is None:
+        state = "does not exist" if not folder.is_dir() else "lacks some of its files"
+        raise UserError(f"IDX folder '{folder}' {state}: idx:PATH needs {_idx_need()} (MNIST format)")
+    return folder, paths
+
+
+def load_idx_folder(folder: str | Path, *, name: str | None = None, valid_size: int | float | None = None,
+                    seed: int = 0, image_size: int | None = None, paths: dict[str, Path] | None = None,
+                    description: str = "") -> ImageDataset:
+    """An MNIST-format folder: training images (less a seeded, stratified validation hold-out) and t10k as test.
+
+    ``valid_size`` defaults to 10,000 images where the training split has at
+    least 20,000 (Fashion-MNIST, MNIST), else a tenth.
+    """
+    folder = Path(folder)
+    paths = paths or _idx_folder(folder, None)[1]
+    x = read_idx(paths["train_images"], 3)
+    y = read_idx(paths["train_labels"], 1)
+    tx = read_idx(paths["test_images"], 3)
+    ty = read_idx(paths["test_labels"], 1)
+    for images, labels, ip, lp in ((x, y, "train_images", "train_labels"), (tx, ty, "test_images", "test_labels")):
+        if len(images) != len(labels):
+            raise UserError(f"IDX files '{paths[ip]}' and '{paths[lp]}' disagree: {len(images)} images but "
+                            f"{len(labels)} labels; replace them with the original files")
+        if not np.issubdtype(labels.dtype, np.integer) or (len(labels) and labels.min() < 0):
+            raise UserError(f"IDX file '{paths[lp]}' does not hold non-negative integer labels; replace it")
+    if x.shape[1:] != tx.shape[1:]:
+        raise UserError(f"IDX images in '{folder}' differ in size: training {x.shape[1:]}, test {tx.shape[1:]}")
+    if len(y) < 20:
+        raise UserError(f"IDX folder '{folder}' holds only {len(y)} training images; too few to train on")
+    if valid_size is None:
+        valid_size = 10_000 if len(y) >= 20_000 else 0.1
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
+    as_float = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).unsqueeze(1).div_(scale)  # noqa: E731
+    keep, held = _stratified_split(y, valid_size, seed)
+    classes = int(max(y.max(), ty.max() if len(ty) else 0)) + 1
+    return _build(name or f"idx:{folder.name}", as_float(x[keep]), y[keep].astype(np.int64), as_float(x[held]),
+                  y[held].astype(np.int64), classes, test_x=as_float(tx), test_y=ty.astype(np.int64),
+                  image_size=image_size, augment=False, description=description or f"IDX files from {folder}")
+
+
+def load_fashion_mnist(data_dir: str | Path | None = None, *, valid_size: int | None = None, seed: int = 0,
+                       image_size: int | None = None) -> ImageDataset:
+    """Fashion-MNIST from its IDX files (see :func:`_fashion_mnist_folder` for where); 10,000 held out for validation."""
+    folder, paths = _fashion_mnist_folder(data_dir)
+    return load_idx_folder(folder, name="fashion-mnist", valid_size=valid_size, seed=seed, image_size=image_size,
+                           paths=paths, description=f"Fashion-MNIST (28x28 grey) from {folder}")
+
+
+def subset_train(data: ImageDataset, size: int, seed: int = 0) -> ImageDataset:
+    """``data`` with a seeded, stratified ``size`` of its training images (all of them when ``size`` is 0 or more)."""
+    n = len(data.train_y)
+    if size <= 0 or size >= n:
+        return data
+    labels = data.train_y.cpu().numpy()
+    _, picked = _stratified_split(labels, int(size), seed)
+    idx = torch.as_tensor(picked, device=data.train_y.device)
+    return replace(data, train_x=data.train_x.index_select(0, idx).contiguous(),
+                   train_y=data.train_y.index_select(0, idx))
+
+
 # ----------------------------------------------------------------- torchvision
 def _torchvision(what: str):
     try:
@@ -336,13 +513,13 @@ def load_image_folder(path: str | Path, *, image_size: int | None = 32, valid_si
 # --------------------------------------------------------------------- facade
 def check_dataset_name(name: str) -> None:
     """Refuse a data set name :func:`load_dataset` does not know, in one line (loads nothing)."""
-    if name in ("digits", "cifar10", "cifar100"):
+    if name in ("digits", "cifar10", "cifar100", "fashion-mnist"):
         return
     kind, sep, rest = name.partition(":")
-    if sep and kind in ("torchvision", "imagefolder") and rest:
+    if sep and kind in ("torchvision", "imagefolder", "idx") and rest:
         return
     raise UserError(f"unknown dataset '{name}' for the train evaluator; use digits, cifar10, cifar100, "
-                    "torchvision:NAME or imagefolder:PATH")
+                    "fashion-mnist, idx:PATH, torchvision:NAME or imagefolder:PATH")
 
 
 def check_dataset_available(name: str, data_dir: str | Path | None = None) -> None:
@@ -356,6 +533,10 @@ def check_dataset_available(name: str, data_dir: str | Path | None = None) -> No
                             "'.venv/bin/python -m pip install scikit-learn'") from None
     elif name in _CIFAR:
         _cifar_folder(name, data_dir)
+    elif name == "fashion-mnist":
+        _fashion_mnist_folder(data_dir)
+    elif name.startswith("idx:"):
+        _idx_folder(name.partition(":")[2], data_dir)
     else:
         kind, _, rest = name.partition(":")
         _torchvision(f"dataset '{name}'")
@@ -383,7 +564,7 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, image_size: i
     """The data set ``name`` (see the module's docstring); cached per process.
 
     ``image_size`` resizes images (default: digits 16, CIFAR 32, ImageFolder
-    32, torchvision data sets their own size).
+    32, Fashion-MNIST / IDX and torchvision data sets their own size).
     """
     check_dataset_name(name)
     return _load_cached(name, None if data_dir is None else str(Path(data_dir).expanduser()), image_size, seed)
@@ -395,7 +576,12 @@ def _load_cached(name: str, data_dir: str | None, image_size: int | None, seed: 
         return load_digits(image_size=image_size or 16, seed=seed)
     if name in _CIFAR:
         return load_cifar(name, data_dir, seed=seed, image_size=image_size)
+    if name == "fashion-mnist":
+        return load_fashion_mnist(data_dir, seed=seed, image_size=image_size)
     kind, _, rest = name.partition(":")
+    if kind == "idx":
+        folder, paths = _idx_folder(rest, data_dir)
+        return load_idx_folder(folder, name=name, seed=seed, image_size=image_size, paths=paths)
     if kind == "torchvision":
         return load_torchvision(rest, data_dir, image_size=image_size, seed=seed)
     path = Path(rest)
@@ -446,5 +632,7 @@ class ImageDataEvaluator:
         """The data set, loaded once and moved to the evaluation device."""
         if self._data is None:
             data = load_dataset(self.dataset, data_dir=self.data_dir, image_size=self.config.image_size or None)
+            # train_size: the same seeded, stratified subset of the training split for every network
+            data = subset_train(data, int(getattr(self.config, "train_size", 0) or 0))
             self._data = data.to(self.device)
         return self._data

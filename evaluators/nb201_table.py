@@ -3,6 +3,15 @@
 Reads ``nb201.csv.gz`` (one row per architecture, see shared/data/README.md)
 and answers evaluations from it instantly, like Syne Tune's tabular
 blackbox backends.
+
+It also reads the project's own ground-truth tables of a subset of the
+cells, such as ``benchmarks/fmnist_nb201_ground_truth.csv`` (Fashion-MNIST,
+``--dataset fashion-mnist``): a table without the NB201 accuracy columns may
+hold any number of rows. With such a partial table the cells it lacks are
+*illegal* for the run (:meth:`NB201TableEvaluator.problem`, which the validity
+checker asks), so every strategy proposes only cells of the table, LLM
+Generators are told why a code was refused, and evaluating an unknown cell
+anyway fails that trial with a one-line reason.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ ACCURACY_COLUMNS = (
     "imagenet16_test",
 )
 TABLE_SIZE = 15625
+RESOURCE_PREFIXES = ("params_mb_", "flops_m_", "lat_ms_")
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,17 @@ DATASETS: dict[str, DatasetSpec] = {
         "imagenet16",
         "the table has no ImageNet16-120 validation accuracy: searched and reported on ImageNet16-120 test accuracy (imagenet16_test)",
     ),
+    # The project's own table (benchmarks/fmnist_ground_truth.py): NB201 cells (C=8, N=1) trained on Fashion-MNIST.
+    "fashion-mnist": DatasetSpec(
+        "fmnist_valid",
+        "fmnist_test",
+        "fmnist",
+        "searched on Fashion-MNIST validation accuracy (fmnist_valid); reported as Fashion-MNIST test accuracy "
+        "(fmnist_test), from the project's ground-truth table of a subset of the cells",
+    ),
 }
+# Tables other than NAS-Bench-201's own: recognised by their searched and reported columns.
+PARTIAL_DATASETS = ("fashion-mnist",)
 
 
 @dataclass(frozen=True)
@@ -68,6 +88,16 @@ class NB201Table:
     columns: tuple[str, ...]
     rows: dict[str, tuple[float, ...]]
     arch_strings: dict[str, str]
+    complete: bool = True  # every cell of the space (NAS-Bench-201's own table); else a subset
+
+    @property
+    def accuracy_columns(self) -> tuple[str, ...]:
+        """The numeric columns that are not resources (parameters, FLOPs, latencies)."""
+        return tuple(c for c in self.columns if not c.startswith(RESOURCE_PREFIXES))
+
+    def datasets(self) -> tuple[str, ...]:
+        """The ``--dataset`` names whose searched and reported columns the table holds."""
+        return tuple(d for d, spec in DATASETS.items() if spec.searched in self.columns and spec.reported in self.columns)
 
     def column(self, name: str) -> int:
         return self.columns.index(name)
@@ -99,8 +129,12 @@ def load_table(path: str) -> NB201Table:
             header = next(reader, None)
             if not header or "arch" not in header:
                 raise ValueError("no header with an 'arch' column")
+            partial = [d for d in PARTIAL_DATASETS
+                       if DATASETS[d].searched in header and DATASETS[d].reported in header]
+            # NAS-Bench-201's own table has all its accuracy columns; a partial table one of PARTIAL_DATASETS'
+            complete = not partial or any(c in header for c in ACCURACY_COLUMNS)
             missing = [c for c in ACCURACY_COLUMNS if c not in header]
-            if missing:
+            if complete and missing:
                 raise ValueError(f"missing column(s) {', '.join(missing)}")
             arch_at = header.index("arch")
             numeric = tuple(c for c in header if c not in ("arch", "index"))
@@ -120,11 +154,13 @@ def load_table(path: str) -> NB201Table:
                 arch_strings[code] = row[arch_at]
     except (OSError, EOFError, UnicodeDecodeError, csv.Error, ValueError) as e:
         raise UserError(f"NAS-Bench-201 table '{p}' is malformed ({e}); {fix}") from None
-    if len(rows) != TABLE_SIZE:
+    if complete and len(rows) != TABLE_SIZE:
         raise UserError(
             f"NAS-Bench-201 table '{p}' is malformed ({len(rows)} distinct architectures, expected {TABLE_SIZE}); {fix}"
         )
-    return NB201Table(str(p), numeric, rows, arch_strings)
+    if not rows:
+        raise UserError(f"NAS-Bench-201 table '{p}' is malformed (no architectures); {fix}")
+    return NB201Table(str(p), numeric, rows, arch_strings, complete=complete)
 
 
 class NB201TableEvaluator(Evaluator):
@@ -141,6 +177,10 @@ class NB201TableEvaluator(Evaluator):
         self.dataset = dataset
         self.space = NB201Space()
         self.table = load_table(str(Path(table_path).expanduser().resolve()))
+        if dataset not in self.table.datasets():
+            raise UserError(f"table '{self.table.path}' has no {dataset} columns ({spec.searched}, {spec.reported}); "
+                            f"use --dataset {' or '.join(self.table.datasets())} with it")
+        self._accuracy_columns = self.table.accuracy_columns
         self.searched_metric = metric or spec.searched
         self.mode = "min" if mode == "min" and metric else "max"  # (the accuracies are maximised)
         self.reported_metric = spec.reported
@@ -151,8 +191,8 @@ class NB201TableEvaluator(Evaluator):
         else:
             self.metric_note = spec.note
         self._resource_columns = {
-            "params_mb": f"params_mb_{spec.resource_suffix}",
-            "flops_m": f"flops_m_{spec.resource_suffix}",
+            **{k: f"{k}_{spec.resource_suffix}" for k in ("params_mb", "flops_m")
+               if f"{k}_{spec.resource_suffix}" in self.table.columns},
             **{c: c for c in self.table.columns if c.startswith("lat_ms_")},
         }
         self._resource_idx = {k: self.table.column(c) for k, c in self._resource_columns.items()}
@@ -163,15 +203,16 @@ class NB201TableEvaluator(Evaluator):
     def _set_metrics(self, names: Sequence[str]) -> None:
         """What every trial carries: these metrics (accuracy columns or resources), then parameters and FLOPs."""
         names = tuple(dict.fromkeys(names))
-        self._metric_columns = tuple(n for n in names if n in ACCURACY_COLUMNS)
+        self._metric_columns = tuple(n for n in names if n in self._accuracy_columns)
         self._metric_idx = [self.table.column(c) for c in self._metric_columns]
         self._returned_resources = tuple(dict.fromkeys(
-            (*(n for n in names if n in self._resource_columns), "params_mb", "flops_m")))
+            (*(n for n in names if n in self._resource_columns),
+             *(n for n in ("params_mb", "flops_m") if n in self._resource_columns))))
 
     @property
     def metric_names(self) -> tuple[str, ...]:
         """The accuracy columns, parameters, FLOPs and the measured latency on every device of the table."""
-        return (*ACCURACY_COLUMNS, *self._resource_columns)
+        return (*self._accuracy_columns, *self._resource_columns)
 
     def want_metrics(self, names: Sequence[str]) -> None:
         unknown = [n for n in names if n not in self.metric_names]
@@ -198,13 +239,21 @@ class NB201TableEvaluator(Evaluator):
             return {}
         return {k: row[j] for k, j in self._resource_idx.items()}
 
+    def problem(self, ncode: str) -> str | None:
+        """Why this table cannot evaluate ``ncode`` (None: it can); only a partial table lacks cells."""
+        if self.table.complete or ncode in self.table.rows:
+            return None
+        return (f"not in the table {Path(self.table.path).name} ({len(self.table.rows)} of the {TABLE_SIZE} cells); "
+                "propose one of its cells")
+
     def evaluate(self, ncodes: Sequence[str]) -> list[Trial]:
         out = []
         for code in ncodes:
             start = time.perf_counter()
             row = self.table.rows.get(code)
             if row is None:
-                out.append(Trial(code, code, status="failed", error="architecture not in the table"))
+                out.append(Trial(code, code, status="failed",
+                                 error=f"architecture not in the table {Path(self.table.path).name}"))
                 continue
             metrics = {c: row[j] for c, j in zip(self._metric_columns, self._metric_idx)}
             for name in self._returned_resources:

@@ -89,7 +89,8 @@ class TrainConfig:
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     threads: int = 0  # CPU threads while training; 0: OMP_NUM_THREADS, else half the cores (see auto_threads)
     augment: str = "auto"  # auto (the data set's default), yes, no: random crops and flips
-    image_size: int = 0  # 0: the data set's (digits 16, CIFAR 32)
+    image_size: int = 0  # 0: the data set's (digits 16, CIFAR 32, Fashion-MNIST 28)
+    train_size: int = 0  # train on a seeded, stratified subset of this many training images; 0: all of them
     channels: int = 8
     cells: int = 1
     width_mult: float = 0.5
@@ -110,7 +111,8 @@ class TrainConfig:
                 raise UserError(f"train option {name} must be at least 1, got {value}")
         non_negative = {"lr": self.lr, "weight_decay": self.weight_decay, "time_limit_s": self.time_limit_s,
                         "threads": self.threads, "image_size": self.image_size, "momentum": self.momentum,
-                        "latency_repeats": self.latency_repeats, "stem_stride": self.stem_stride}
+                        "latency_repeats": self.latency_repeats, "stem_stride": self.stem_stride,
+                        "train_size": self.train_size}
         for name, value in non_negative.items():
             if not value >= 0:
                 raise UserError(f"train option {name} must not be negative, got {value}")

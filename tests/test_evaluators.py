@@ -137,7 +137,7 @@ def test_better_respects_mode(nb201_evaluator):
 
 
 def test_datasets_registry():
-    assert set(DATASETS) == {"cifar10", "cifar100", "imagenet16"}
+    assert set(DATASETS) == {"cifar10", "cifar100", "imagenet16", "fashion-mnist"}  # the last: the project's own table
 
 
 # ============================================================= table: errors

@@ -26,12 +26,18 @@ class ValidityChecker:
     space: SearchSpace
     constraints: Sequence[Constraint] = ()
     resources: ResourceFn | None = None
+    # The evaluator's own refusal of a legal code (e.g. a cell a partial results table lacks); None: none.
+    evaluator_problem: Callable[[str], str | None] | None = None
 
     def problems(self, ncode: str) -> list[Problem]:
         found = self.space.format_problems(ncode)
         if found:
             return found
         found = list(self.space.structural_problems(ncode))
+        if self.evaluator_problem is not None and not found:
+            why = self.evaluator_problem(ncode)
+            if why:
+                found.append(Problem("evaluator", why))
         if self.constraints:
             figures = dict(self.space.costs(ncode))
             if self.resources is not None:
