@@ -133,7 +133,7 @@ def _figures(role: str, kind: str, result: Any) -> dict[str, Any]:
 
 
 def tool_turn(ctx: RoundContext, role: str, kind: str, messages: list[BaseMessage], output_model: type[BaseModel],
-              *, parse_text) -> Any:
+              *, parse_text, json_schema: dict | None = None) -> Any:
     """The role's answer through a tool conversation, or ``NotImplemented`` where tools do not apply.
 
     The model may call the role's tools (``ctx.tools``) for up to
@@ -142,6 +142,7 @@ def tool_turn(ctx: RoundContext, role: str, kind: str, messages: list[BaseMessag
     node answers the calls; the engine then asks the role again with
     ``ctx.conversation`` holding the results. Each model turn is one call in
     ``ctx.calls``, with the tools it asked for and the tool errors it was shown.
+    ``json_schema`` (the space's bounded answer) is the answer tool's parameters.
     """
     chat = ctx.llm.chat(role)
     tools = ctx.tools(role) if ctx.tools is not None and ctx.tool_rounds > 0 else []
@@ -156,7 +157,8 @@ def tool_turn(ctx: RoundContext, role: str, kind: str, messages: list[BaseMessag
         shown.append(m)
     try:
         out = chat.converse(conversation, output_model=output_model, tools=tools,
-                            force_answer=taken >= ctx.tool_rounds, parse_text=parse_text)
+                            force_answer=taken >= ctx.tool_rounds, parse_text=parse_text,
+                            answer_schema=json_schema)
     except LLMUnavailable as e:
         _unavailable(ctx, role, kind, "tools", e)
         return None
@@ -181,7 +183,7 @@ def tool_turn(ctx: RoundContext, role: str, kind: str, messages: list[BaseMessag
 def call_llm(ctx: RoundContext, role: str, kind: str, messages: list[BaseMessage], output_model: type[BaseModel],
              *, grammar: str | None, json_schema: dict | None, parse_text) -> Any:
     """One structured answer (through tools where they apply); figures in ``ctx.calls``. None: LLM unavailable."""
-    answered = tool_turn(ctx, role, kind, messages, output_model, parse_text=parse_text)
+    answered = tool_turn(ctx, role, kind, messages, output_model, parse_text=parse_text, json_schema=json_schema)
     if answered is not NotImplemented:
         return answered
     chat = ctx.llm.chat(role)

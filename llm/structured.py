@@ -432,6 +432,7 @@ class StructuredChat:
         force_answer: bool = False,
         parse_text: Callable[[str], BaseModel | None] | None = None,
         tool_choice: str | None = None,
+        answer_schema: dict | None = None,
     ) -> tuple[CallResult[T], AIMessage] | None:
         """One model turn where the model may call ``tools`` or answer as a call of ``output_model``.
 
@@ -439,11 +440,22 @@ class StructuredChat:
         answer); ``tool_choice`` may also name one of ``tools`` the model must call. Returns the parsed answer (``value`` None when the model only
         called tools) and the model's message; None when the server refuses
         tool calling (the mode is downgraded: the caller takes the direct path).
+
+        ``answer_schema`` replaces the parameters of the answer tool (by default
+        ``output_model``'s own schema) with a tighter one: bounded texts, option
+        names and code patterns, which llama.cpp's server turns into the grammar
+        of the call's arguments, as in grammar decoding. The answer is still
+        validated against ``output_model``.
         """
         started = time.monotonic()
         answer_name = output_model.__name__
         choice = answer_name if force_answer else (tool_choice or "auto")
-        runnable = self.chat_model.bind_tools([*tools, output_model], tool_choice=choice)
+        answer_tool: Any = output_model
+        if answer_schema is not None:
+            answer_tool = {"type": "function", "function": {
+                "name": answer_name, "description": (output_model.__doc__ or answer_name).strip(),
+                "parameters": answer_schema}}
+        runnable = self.chat_model.bind_tools([*tools, answer_tool], tool_choice=choice)
         try:
             response, attempts = self._send(lambda: runnable.invoke(messages), MODE_KEYWORDS["tools"])
         except DecodingUnsupported as exc:

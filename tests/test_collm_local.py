@@ -105,6 +105,7 @@ def test_the_real_model_calls_a_tool_through_the_tool_node_then_answers(tmp_path
     from collm_nas.engine.prepare import open_loop
     from collm_nas.graphs.tool_calls import run_tool_calls
     from collm_nas.storage import SQLiteTrialStore
+    from collm_nas.tools.grammar import code_language, strategy_json_schema
 
     store = SQLiteTrialStore(tmp_path / "t.db")
     config = RunConfig(strategy="collm", budget=4, dataset="cifar10", llm="local", decoding="tools")
@@ -125,8 +126,9 @@ def test_the_real_model_calls_a_tool_through_the_tool_node_then_answers(tmp_path
         answers = run_tool_calls(tools, message, [*messages, message])  # the ToolNode, outside a search graph
         assert len(answers) == len(called) and answers[0].tool_call_id == (message.tool_calls or
                                                                           message.invalid_tool_calls)[0]["id"]
+        schema = strategy_json_schema(loop.space, code_language(loop.checker))  # as the Navigator passes it
         second = chat.converse([*messages, message, *answers], output_model=NavigatorAnswer, tools=tools,
-                               force_answer=True, parse_text=parse_strategy)
+                               force_answer=True, parse_text=parse_strategy, answer_schema=schema)
         assert second is not None and second[0].mode == "tools"
         assert second[0].value is not None and second[0].value.summary is not None
 

@@ -123,8 +123,12 @@ def test_the_navigator_consults_every_tool_through_the_tool_node(tmp_path: Path,
 
 def test_tool_rounds_are_bounded_then_the_answer_is_forced(tmp_path: Path, table_path: str, llm_env) -> None:
     forced: list[Any] = []
+    answer_tools: dict[str, dict] = {}
 
     def script(request: dict) -> Reply:
+        for tool in request.get("tools") or []:
+            if tool["function"]["name"].endswith("Answer"):
+                answer_tools[tool["function"]["name"]] = tool["function"]["parameters"]
         if role_of(request) == "generator":
             return Reply.tool_call("CandidateAnswer", {"codes": ["333133", "233132"]})
         choice = request.get("tool_choice")
@@ -139,6 +143,13 @@ def test_tool_rounds_are_bounded_then_the_answer_is_forced(tmp_path: Path, table
         result = _search(ws, budget=2, batch_size=2, run_id="b", tool_rounds=2)
     assert result.evaluations == 2
     assert forced == [{"type": "function", "function": {"name": "NavigatorAnswer"}}]
+    # The answer tools carry the space's bounded schemas (llama.cpp makes the call's grammar of them): texts
+    # of bounded length, option names as enums, codes as the legal, unseen ones.
+    navigator = answer_tools["NavigatorAnswer"]["properties"]
+    assert navigator["summary"]["maxLength"] == 100 and "{1,100}" in navigator["summary"]["pattern"]
+    assert navigator["directions"]["properties"]["edge_1<-0"]["properties"]["prefer"]["items"]["enum"][0] == "none"
+    codes = answer_tools["CandidateAnswer"]["properties"]["codes"]
+    assert codes["items"]["minLength"] == codes["items"]["maxLength"] == 6 and codes["minItems"] == 2
     llm = ws.run("b").rounds()[0]["llm"]
     assert llm["tool_rounds"] == 2 and llm["tool_calls"] == {"lookup_trials": 2}
 

@@ -680,7 +680,9 @@ def strategy_json_schema(
 ) -> dict:
     """JSON schema of the same strategy object (see :func:`strategy_gbnf`)."""
     _check_strategy_bounds(max_text, max_patterns, max_constraints, max_examples)
-    text = {"type": "string", "minLength": 1, "maxLength": max_text, "pattern": f"^{_REGEX_TEXT_CHAR}*$"}
+    # The bound sits in the pattern as well: llama.cpp's schema converter ignores maxLength beside a pattern.
+    text = {"type": "string", "minLength": 1, "maxLength": max_text,
+            "pattern": f"^{_REGEX_TEXT_CHAR}{{1,{max_text}}}$"}
 
     def strings(n: int) -> dict:
         return {"type": "array", "items": dict(text), "minItems": 0, "maxItems": n}
