@@ -23,25 +23,40 @@ SAMPLE_TRIES_PER_CODE = 200
 ENUMERATE_LIMIT = 200_000
 
 
-def sample_new(ctx: RoundContext, n: int, rng: random.Random, exclude: set[str] | None = None) -> list[str]:
-    """Up to ``n`` distinct legal codes not yet evaluated, drawn uniformly.
+def sample_new(ctx: RoundContext, n: int, rng: random.Random, exclude: set[str] | None = None,
+               networks: set[str] | None = None) -> list[str]:
+    """Up to ``n`` distinct legal codes not yet evaluated, drawn uniformly, one per network.
 
     Rejection sampling first; if that keeps missing (a crowded or tightly
     constrained space), enumerate what is left when the space is small.
+    ``networks`` are network keys (:meth:`RoundContext.network_key`) the
+    draws must avoid besides the evaluated ones; it is updated in place.
     """
     exclude = set(exclude or ())
+    networks = networks if networks is not None else set()
     out: list[str] = []
+
+    def fresh(code: str) -> bool:
+        if code in exclude or not ctx.is_new_and_legal(code) or ctx.network_key(code) in networks:
+            return False
+        exclude.add(code)
+        networks.add(ctx.network_key(code))
+        return True
+
     for _ in range(SAMPLE_TRIES_PER_CODE * max(n, 1)):
         if len(out) >= n:
             return out
         code = ctx.space.sample(rng)
-        if code not in exclude and ctx.is_new_and_legal(code):
-            exclude.add(code)
+        if fresh(code):
             out.append(code)
     if len(out) < n and ctx.space.size_bound() <= ENUMERATE_LIMIT:
         rest = [c for c in ctx.space.enumerate() if c not in exclude and ctx.is_new_and_legal(c)]
         rng.shuffle(rest)
-        out += rest[: n - len(out)]
+        for code in rest:
+            if len(out) >= n:
+                break
+            if fresh(code):
+                out.append(code)
     return out
 
 
@@ -129,11 +144,13 @@ class MutationGenerator(Generator):
         if not parents:
             return sample_new(ctx, n, rng)
         out: list[str] = []
+        networks: set[str] = set()
         for i in range(n):
             parent = parents[i % len(parents)]
             for _ in range(SAMPLE_TRIES_PER_CODE):
                 child = ctx.space.mutate(parent, rng)
-                if child not in out and ctx.is_new_and_legal(child):
+                if child not in out and ctx.is_new_and_legal(child) and ctx.network_key(child) not in networks:
+                    networks.add(ctx.network_key(child))  # one child per network
                     out.append(child)
                     break
         return out
@@ -172,7 +189,7 @@ class LocalSearchNavigator(Navigator):
                 center = started[0].ncode
         mem["restarting"] = False
         if center is not None:
-            frontier = [c for c in ctx.space.neighbours(center) if ctx.is_new_and_legal(c)]
+            frontier = ctx.one_per_network(c for c in ctx.space.neighbours(center) if ctx.is_new_and_legal(c))
             if frontier:
                 mem["center"] = center
                 return Strategy(
@@ -221,7 +238,7 @@ class NeighbourGenerator(Generator):
         center = strategy.plan.get("center")
         if strategy.plan.get("phase") != "climb" or center is None:
             return sample_new(ctx, 1, rng)
-        frontier = [c for c in ctx.space.neighbours(center) if ctx.is_new_and_legal(c)]
+        frontier = ctx.one_per_network(c for c in ctx.space.neighbours(center) if ctx.is_new_and_legal(c))
         rng.shuffle(frontier)
         return frontier[:n]
 

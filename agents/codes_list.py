@@ -80,10 +80,12 @@ class CodesListGenerator(Generator):
 
     def generate(self, strategy: Strategy, n: int, ctx: RoundContext) -> list[str]:
         out: list[str] = []
+        networks: set[str] = set()  # one code per network (where the run evaluates each network once)
         for code in self.codes(ctx.space):
             if len(out) >= n:
                 break
-            if code not in out and ctx.is_new_and_legal(code):
+            if code not in out and ctx.is_new_and_legal(code) and ctx.network_key(code) not in networks:
+                networks.add(ctx.network_key(code))
                 out.append(code)
         return out
 

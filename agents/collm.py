@@ -202,7 +202,7 @@ def _language(ctx: RoundContext):
     if ctx.checker is None:
         return None
     try:
-        return code_language(ctx.checker, exclude=[t.ncode for t in ctx.history.trials()])
+        return code_language(ctx.checker, exclude=sorted(ctx.seen_codes()))
     except ValueError:  # nothing legal and unseen is left
         return None
 

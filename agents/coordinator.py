@@ -27,6 +27,8 @@ class Screening:
     proposed: int = 0
     accepted: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)  # already evaluated, or twice in the proposals
+    # code -> the code that stands for its network (evaluated, or proposed earlier in this round)
+    same_network: dict[str, str] = field(default_factory=dict)
     illegal: dict[str, list[str]] = field(default_factory=dict)  # code -> reasons
     topped_up: list[str] = field(default_factory=list)
     corrections: int = 0  # corrective follow-ups sent to the generator
@@ -50,6 +52,7 @@ class Screening:
             proposed=self.proposed + later.proposed,
             accepted=self.accepted + later.accepted,
             duplicates=self.duplicates + later.duplicates,
+            same_network={**self.same_network, **later.same_network},
             illegal=illegal,
             topped_up=self.topped_up + later.topped_up,
             corrections=self.corrections + later.corrections + 1,
@@ -60,8 +63,8 @@ class Screening:
 
     def verdicts(self, limit: int = VERDICTS_KEPT) -> list[dict[str, Any]]:
         """What the Coordinator did to each proposal, in the order proposed, then the top-ups (at most ``limit``):
-        ``{"ncode", "verdict": accepted | illegal | duplicate | ranked out | topped up, "why"}``."""
-        accepted, ranked = list(self.accepted), list(self.ranked)
+        ``{"ncode", "verdict": accepted | illegal | duplicate | same network | ranked out | topped up, "why"}``."""
+        accepted, ranked, same = list(self.accepted), list(self.ranked), dict(self.same_network)
         out: list[dict[str, Any]] = []
         for code in self.proposals:
             if code in accepted:
@@ -72,6 +75,9 @@ class Screening:
             elif code in ranked:
                 ranked.remove(code)
                 out.append({"ncode": code, "verdict": "ranked out", "why": "the batch was full"})
+            elif code in same:
+                out.append({"ncode": code, "verdict": "same network",
+                            "why": f"the same network as {same.pop(code)}, which stands for it"})
             else:
                 out.append({"ncode": code, "verdict": "duplicate", "why": "already evaluated or proposed"})
         out += [{"ncode": code, "verdict": "topped up", "why": "added by the LLM-free fallback"}
@@ -83,6 +89,7 @@ class Screening:
             "proposed": self.proposed,
             "accepted": len(self.accepted),
             "duplicates": len(self.duplicates),
+            "same_network": len(self.same_network),
             "illegal": len(self.illegal),
             "topped_up": len(self.topped_up),
             "corrections": self.corrections,
@@ -93,8 +100,8 @@ class Screening:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Screening":
-        return cls(**{k: data[k] for k in ("proposed", "accepted", "duplicates", "illegal", "topped_up", "corrections",
-                                                 "ranked_out", "proposals", "ranked")
+        return cls(**{k: data[k] for k in ("proposed", "accepted", "duplicates", "same_network", "illegal",
+                                           "topped_up", "corrections", "ranked_out", "proposals", "ranked")
                       if k in data})
 
     def to_dict(self) -> dict:
@@ -149,14 +156,27 @@ class Coordinator:
         result = Screening(proposed=len(proposals))
         unique: list[str] = []
         held = set(accepted)
+        # The networks this round already holds (one code each); a run that evaluates every code keys by code.
+        networks = {ctx.network_key(code): code for code in held}
         quota = quota - len(held)
+        history_same = getattr(ctx.history, "same_network", None)
+        seen_here: set[str] = set()
         for code in proposals:
             code = code.strip() if isinstance(code, str) else str(code)
             result.proposals.append(code)
-            if code in ctx.history or code in unique or code in held:
+            repeated = code in seen_here or code in held
+            seen_here.add(code)
+            stands = history_same(code) if history_same is not None and not repeated else None
+            if stands is not None:  # another code of this network was evaluated: its result stands
+                result.same_network[code] = stands.ncode
+            elif repeated or code in ctx.history:
                 result.duplicates.append(code)
+            elif (first := networks.get(ctx.network_key(code))) is not None:
+                result.same_network[code] = first
             else:
                 unique.append(code)
+                if not self.checker.problems(code):  # an illegal code stands for no network
+                    networks[ctx.network_key(code)] = code
         for code in unique:
             problems = self.checker.problems(code)
             if problems:
@@ -178,15 +198,23 @@ class Coordinator:
         never disturbs the main strategy's memory.
         """
         out: list[str] = []
+        networks = {ctx.network_key(code) for code in exclude}  # one code per network in a batch
+
+        def take(code: str) -> None:
+            if (len(out) < n and code not in exclude and code not in out and ctx.is_new_and_legal(code)
+                    and ctx.network_key(code) not in networks):
+                networks.add(ctx.network_key(code))
+                out.append(code)
+
         if self.fallback is not None:
             memory = ctx.memory.setdefault("fallback", {})
             sub = replace(ctx.sub(memory), llm=None)  # the fallback never talks to the LLM
             plan = self.fallback.navigator.navigate(sub)
             for code in self.fallback.generator.generate(plan, n, sub):
-                if len(out) < n and code not in exclude and code not in out and ctx.is_new_and_legal(code):
-                    out.append(code)
-        if len(out) < n:
-            out += sample_new(ctx, n - len(out), ctx.rng("coordinator"), exclude=exclude | set(out))
+                take(code)
+        if len(out) < n:  # uniform draws, one per network, none of the batch's networks
+            out += sample_new(ctx, n - len(out), ctx.rng("coordinator"), exclude=exclude | set(out),
+                              networks=networks)
         return out
 
     def stop_reason(self, evaluated: int, best: float | None, batch_was_empty: bool = False,

@@ -70,7 +70,7 @@ class RankedProposalGenerator(LLMGenerator):
 
     def ranked(self, proposals: list[str], ctx: RoundContext, n: int | None = None) -> list[str]:
         """Legal unseen proposals best first, then the rest (illegal or repeated) as they came."""
-        seen = {t.ncode for t in ctx.history.trials()}
+        seen = ctx.seen_codes()
         pool = proposal_pool(proposals, ctx.is_legal, exclude=seen)
         pooled, rest = set(pool), []
         for code in proposals:
@@ -117,7 +117,7 @@ def make_learned_rank_tool(context: Callable[[], RoundContext]) -> StructuredToo
 
     def rank_pool(codes: list[str]) -> dict:
         ctx = context()
-        seen = {t.ncode for t in ctx.history.trials()}
+        seen = ctx.seen_codes()
         pool = proposal_pool(codes, ctx.is_legal, exclude=seen)
         ranked = learned_ranking(ctx, pool)
         skipped = [c for c in dict.fromkeys(str(c).strip() for c in codes) if c not in set(pool)]

@@ -180,7 +180,7 @@ class RankingNavigator(Navigator):
         if len(ok) < self.initial and prior is None:
             return Strategy(summary=f"random initial trials ({len(ok)}/{self.initial})", plan={"phase": "init", "llm": "not needed"})
         rng = ctx.rng("navigator")
-        seen = {t.ncode for t in ctx.history.trials()}
+        seen = ctx.seen_codes()  # with every code of an evaluated network, where the run evaluates each once
         picks: list[str] = []
         how = "learned"
         if ctx.llm is not None and llm_ready(ctx) and len(ok) >= self.initial:
@@ -190,8 +190,10 @@ class RankingNavigator(Navigator):
         if missing > 0:
             taken = seen | set(picks)
             everything = legal_codes(ctx.checker) if ctx.checker is not None else None
-            if everything is not None:  # small enough: score every unseen legal code
-                pool = [c for c in everything if c not in taken]
+            if everything is not None:  # small enough: score every unseen legal network (one code each)
+                picked = {ctx.network_key(c) for c in picks}
+                pool = [c for c in ctx.one_per_network(c for c in everything if c not in taken)
+                        if ctx.network_key(c) not in picked]
             else:
                 pool = sample_pool(ctx.space, ctx.is_legal, self.learned_pool, rng, exclude=taken, prune_prob=0.0)
             picks += learned_ranking(ctx, pool, self.acquisition)[:missing]

@@ -606,7 +606,8 @@ def _llm_text(s: dict[str, Any]) -> str:
         f"  proposals {s['proposed']}: illegal {s['illegal']} ({100 * s['illegal_rate']:.1f}%), "
         f"duplicates {s['duplicates']} ({100 * s['duplicate_rate']:.1f}%), accepted {s['accepted']}, "
         f"topped up by the fallback {s['topped_up']}, corrective follow-ups {s['corrections']}"
-        + (f", ranked out {s['ranked_out']}" if s.get("ranked_out") else ""),
+        + (f", ranked out {s['ranked_out']}" if s.get("ranked_out") else "")
+        + (f", the same network as one held {s['same_network']}" if s.get("same_network") else ""),
         f"  calls {s['calls']} ({s['failed_calls']} failed); tokens prompt {s['prompt_tokens']} / completion "
         f"{s['completion_tokens']}; latency {s['latency_s']:.1f}s in all, {s['latency_per_call_s']:.2f}s a call",
     ]

@@ -98,6 +98,10 @@ class RunConfig(BaseModel):
         None, "reference point of the hypervolume, one value per objective in its own units (default: each "
         "objective's worst value among the run's trials, moved a tenth of its range further)",
         flag="--hv-ref", metavar="V1,V2[,V3]")
+    same_networks: Literal["skip", "evaluate"] = spec_field(
+        "skip", "codes that write one network (NB201: isomorphic cells and dead edges; a space file's "
+        "canonical:): skip (each network is evaluated once, its other codes are screened out and named) or "
+        "evaluate (every code on its own)")
     metric: str | None = spec_field(None, "searched metric (default: the evaluator's, e.g. cifar10_valid)")
     mode: Literal["max", "min"] = spec_field("max", "maximise or minimise the metric (user evaluators)")
     reported_metric: str | None = spec_field(None, "the metric results are quoted in (resolved)", faces=())

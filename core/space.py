@@ -85,6 +85,12 @@ class SearchSpace:
     # ``collm_nas.models.NetworkFamily`` (the train and proxy evaluators build it; None: the space has none,
     # so only an evaluator of the user's own can score it). A name, not an import: spaces sit below models.
     network: str | None = None
+    # Optional capability: one network written by several codes, as ``module.path:function`` of
+    # ``function(ncode) -> key`` (a space file's ``canonical:``); subclasses may override
+    # :meth:`network_key` instead (NB201: isomorphic cells, edges that never reach the output).
+    canonical_form: str | None = None
+    # Spaces up to this size map every network to all its codes (:meth:`equivalents`).
+    EQUIVALENTS_ENUMERATED: ClassVar[int] = 200_000
 
     def __init__(
         self,
@@ -94,6 +100,7 @@ class SearchSpace:
         base_costs: Mapping[str, float] | None = None,
         default_constraints: Sequence[str] = (),
         network: str | None = None,
+        canonical_form: str | None = None,
     ) -> None:
         if not decisions:
             raise UserError(f"space '{name}' has no decisions; give at least one")
@@ -104,6 +111,10 @@ class SearchSpace:
         self.default_constraints = tuple(default_constraints)
         if network is not None:
             self.network = network
+        if canonical_form is not None:
+            self.canonical_form = canonical_form
+        self._key_function = None
+        self._classes: dict[str, tuple[str, ...]] | None = None
         self._by_name = {d.name: i for i, d in enumerate(self.decisions)}
         self._check_definition()
 
@@ -361,6 +372,43 @@ class SearchSpace:
 
         yield from walk(0)
 
+    # -------------------------------------------------------- one network, several codes
+    @property
+    def has_equivalents(self) -> bool:
+        """Whether some codes of this space write the same network (:meth:`network_key`)."""
+        return self.canonical_form is not None or type(self).network_key is not SearchSpace.network_key
+
+    def network_key(self, ncode: str) -> str:
+        """What identifies the network ``ncode`` writes: codes with one key are one architecture.
+
+        By default every code is its own network; a space file's ``canonical: module:function`` (or a
+        subclass) says otherwise. A run evaluates one code of each network (``RunConfig.same_networks``).
+        """
+        if self.canonical_form is None or len(ncode) != len(self.decisions) or not all(
+                0 <= char_to_index(c) < len(d.options) for c, d in zip(ncode, self.decisions)):
+            return ncode  # no canonical form, or not a code of this space (illegal anyway)
+        if self._key_function is None:
+            from collm_nas.core.registry import import_attribute
+            self._key_function = import_attribute(self.canonical_form, f"canonical form of space '{self.name}'",
+                                                  expects="function")
+        try:
+            return str(self._key_function(ncode))
+        except Exception as e:  # a user's function: one line, never a traceback
+            raise UserError(f"the canonical form {self.canonical_form} of space '{self.name}' failed on {ncode}: "
+                            f"{type(e).__name__}: {e}; fix the function or drop 'canonical:'") from None
+
+    def equivalents(self, ncode: str) -> tuple[str, ...]:
+        """Every code of the network ``ncode`` writes (``ncode`` alone where there are none or the space is
+        too large to enumerate), in enumeration order."""
+        if not self.has_equivalents or self.cardinality() > self.EQUIVALENTS_ENUMERATED:
+            return (ncode,)
+        if self._classes is None:
+            classes: dict[str, list[str]] = {}
+            for code in self.enumerate():
+                classes.setdefault(self.network_key(code), []).append(code)
+            self._classes = {k: tuple(v) for k, v in classes.items()}
+        return self._classes.get(self.network_key(ncode), (ncode,))
+
     # ----------------------------------------------------------- description
     def describe(self, constraints: Sequence[str] = ()) -> str:
         """A plain-language description of the space and its NCode."""
@@ -414,6 +462,8 @@ class SearchSpace:
             out["constraints"] = list(self.default_constraints)
         if self.network:
             out["network"] = self.network
+        if self.canonical_form:
+            out["canonical"] = self.canonical_form
         return out
 
     def __repr__(self) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -91,6 +91,30 @@ class RoundContext:
 
     def is_new_and_legal(self, ncode: str) -> bool:
         return ncode not in self.history and self.is_legal(ncode)
+
+    def network_key(self, ncode: str) -> str:
+        """The network ``ncode`` writes, where the run evaluates each network once; else ``ncode`` itself."""
+        key = getattr(self.history, "network_key", None)
+        return key(ncode) if key is not None else ncode
+
+    def seen_codes(self) -> set[str]:
+        """Codes not to propose again: the evaluated ones and, where the run evaluates each network once,
+        every other code of their networks (spaces small enough to enumerate)."""
+        seen = {t.ncode for t in self.history.trials()}
+        if getattr(self.history, "network_key", None) is not None:
+            seen = {c for code in seen for c in self.space.equivalents(code)}
+        return seen
+
+    def one_per_network(self, codes: Iterable[str]) -> list[str]:
+        """``codes`` in order, keeping the first code of each network (all of them where the run
+        evaluates every code)."""
+        out, taken = [], set()
+        for code in codes:
+            key = self.network_key(code)
+            if key not in taken:
+                taken.add(key)
+                out.append(code)
+        return out
 
     def sub(self, memory: dict[str, Any]) -> "RoundContext":
         """The same round with another memory (a fallback strategy keeps its own)."""

@@ -123,6 +123,7 @@ def summarise_llm_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
         "proposed": proposed,
         "illegal": total("illegal"),
         "duplicates": total("duplicates"),
+        "same_network": total("same_network"),
         "accepted": total("accepted"),
         "topped_up": total("topped_up"),
         "ranked_out": total("ranked_out"),

@@ -181,7 +181,10 @@ class SearchLoop:
             resources=tuple(sorted(known)),
             objectives=self.objectives.items if self.multi_objective else (),
         )
-        self.history = RunHistory(store, run_id, self.objective)
+        # One network, several codes: with same_networks=skip a code of an evaluated network counts as seen.
+        merge = config.same_networks == "skip" and self.space.has_equivalents
+        self.history = RunHistory(store, run_id, self.objective,
+                                  network_key=self.space.network_key if merge else None)
         self.prior: Prior | None = (load_prior(config, run_id, evaluator, self.checker.is_valid, store)
                                     if config.prior else None)
         self._llm = llm  # LLMRoles, or a callable that opens them on first use (a LangGraph server)

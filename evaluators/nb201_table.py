@@ -93,7 +93,9 @@ class NB201Table:
     @property
     def accuracy_columns(self) -> tuple[str, ...]:
         """The numeric columns that are not resources (parameters, FLOPs, latencies)."""
-        return tuple(c for c in self.columns if not c.startswith(RESOURCE_PREFIXES))
+        found = [c for c in self.columns if not c.startswith(RESOURCE_PREFIXES)]
+        # NAS-Bench-201's own columns first, in their usual order (messages list them), then the table's others.
+        return (*(c for c in ACCURACY_COLUMNS if c in found), *(c for c in found if c not in ACCURACY_COLUMNS))
 
     def datasets(self) -> tuple[str, ...]:
         """The ``--dataset`` names whose searched and reported columns the table holds."""

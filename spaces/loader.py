@@ -45,6 +45,8 @@ class SpaceSpec(BaseModel):
     constraints: list[str] = Field(default_factory=list)
     # The space's trainable network: module.path:attribute of a collm_nas.models.NetworkFamily.
     network: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    # Codes that write one network: module.path:function of function(ncode) -> key (equal keys, one network).
+    canonical: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
     @field_validator("constraints")
     @classmethod
@@ -73,6 +75,7 @@ class SpaceSpec(BaseModel):
             base_costs=self.base_costs,
             default_constraints=self.constraints,
             network=self.network,
+            canonical_form=self.canonical,
         )
 
 

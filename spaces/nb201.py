@@ -44,6 +44,13 @@ class NB201Space(SearchSpace):
             ],
         )
 
+    def network_key(self, ncode: str) -> str:
+        """The function the cell computes (see :func:`cell_function`): isomorphic cells and cells that
+        differ only in dead edges share it. 15,284 legal codes write 4,929 networks."""
+        if len(ncode) != len(EDGES) or any(c not in "01234" for c in ncode):
+            return ncode  # not a cell (illegal anyway): its own key
+        return cell_function(ncode)
+
     # Benchmark string <-> NCode -------------------------------------------
     def format_arch(self, ncode: str) -> str:
         return arch_string(list(self.decode(ncode).values()))
@@ -117,6 +124,31 @@ def live_edges(ncode: str) -> list[bool]:
         if any(digit != "0" and src == node and dst in reaching for (dst, src), digit in zip(EDGES, ncode)):
             reaching.add(node)
     return [digit != "0" and src in reached and dst in reaching for (dst, src), digit in zip(EDGES, ncode)]
+
+
+@lru_cache(maxsize=16_384)  # the space has 15,625 codes
+def cell_function(ncode: str) -> str:
+    """What the cell computes, written so that two codes of one network give one string.
+
+    Each node is a sum (a sorted multiset of terms) over its incoming edges: ``none`` adds nothing, a
+    ``skip_connect`` adds its source's terms themselves (sums are associative), any other operation adds
+    ``op(source)``; a source that computes nothing (no live input) adds nothing either. Node 3's sum is
+    the cell: the order of a sum's terms and edges that never reach the output no longer matter. A
+    degenerate cell gives ``""``. (NAS-Bench-201's authors count 6,466 classes with a form that keeps a
+    zero term apart from its absence; with zeros dropped, as here, 15,284 legal codes are 4,929 networks.)
+    """
+    terms: dict[int, tuple[str, ...]] = {0: ("x",)}
+    for node in (1, 2, 3):
+        out: list[str] = []
+        for (dst, src), digit in zip(EDGES, ncode):
+            if dst != node or digit == "0" or not terms[src]:
+                continue
+            if OPERATIONS[int(digit)] == "skip_connect":
+                out.extend(terms[src])
+            else:
+                out.append(f"{OPERATIONS[int(digit)]}({'+'.join(terms[src])})")
+        terms[node] = tuple(sorted(out))
+    return "+".join(terms[3])
 
 
 @lru_cache(maxsize=16_384)  # the space has 15,625 codes

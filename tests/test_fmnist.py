@@ -271,7 +271,8 @@ def test_codes_generator_skips_what_was_evaluated_and_what_is_illegal(tmp_path: 
     path = tmp_path / "cells.txt"
     path.write_text("444444\n111111\n333333\n123412\n000100\n")
     done, illegal = {"444444", "333333"}, {"123412"}
-    ctx = SimpleNamespace(space=NB201Space(), is_new_and_legal=lambda c: c not in done and c not in illegal)
+    ctx = SimpleNamespace(space=NB201Space(), is_new_and_legal=lambda c: c not in done and c not in illegal,
+                          network_key=lambda c: c)  # a run that evaluates every code
     strategy = codes_list(path)
     plan = strategy.navigator.navigate(ctx)
     assert strategy.generator.generate(plan, 5, ctx) == ["111111", "000100"]

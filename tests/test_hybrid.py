@@ -61,7 +61,8 @@ def test_hybrid_asks_for_more_and_the_ranker_picks_the_better_proposals(tmp_path
     for r in rounds:
         assert r["accepted"] == 5 and r["topped_up"] == 0
         assert r["illegal"] >= 1 and r["duplicates"] >= 1  # the wrong-length code, degenerate cells; the repeat
-        assert r["accepted"] + r["ranked_out"] + r["illegal"] + r["duplicates"] == r["proposed"]
+        assert (r["accepted"] + r["ranked_out"] + r["illegal"] + r["duplicates"] + r["same_network"]
+                    == r["proposed"])
     summary = run.llm_summary()
     assert summary["ranked_out"] == sum(r["ranked_out"] for r in rounds) > 0
     # Every evaluated code was proposed in its own round.

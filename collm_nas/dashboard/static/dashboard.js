@@ -286,7 +286,7 @@ function runPage() {
   }
 
   function verdictChip(v) {
-    const cls = { accepted: "accepted", illegal: "illegal", duplicate: "duplicate", "ranked out": "ranked", "topped up": "topped" }[v.verdict] || "";
+    const cls = { accepted: "accepted", illegal: "illegal", duplicate: "duplicate", "ranked out": "ranked", "same network": "duplicate", "topped up": "topped" }[v.verdict] || "";
     return `<span class="verdict ${cls}" title="${esc(v.verdict + (v.why ? ": " + v.why : ""))}">${esc(v.ncode)} · ${esc(v.verdict)}</span>`;
   }
   function strategyHtml(nav, summary) {
@@ -320,6 +320,7 @@ function runPage() {
         (x.llm.failed_calls ? `, ${x.llm.failed_calls} failed` : "") : "";
       const counts = `proposed ${fmt(x.proposed)}: accepted ${fmt(x.accepted)}, illegal ${fmt(x.illegal)}, ` +
         `duplicates ${fmt(x.duplicates)}, ranked out ${fmt(x.ranked_out || 0)}; topped up ${fmt(x.topped_up)}` +
+        (x.same_network ? `; same network as one held ${fmt(x.same_network)}` : "") +
         (x.corrections ? `; ${x.corrections} corrective follow-up${x.corrections > 1 ? "s" : ""}` : "");
       let verdicts = `<div class="muted">${counts}</div>`;
       if (x.verdicts && x.verdicts.length) {
