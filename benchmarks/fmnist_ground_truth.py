@@ -142,7 +142,8 @@ def run_all() -> None:
             budget = len(read_codes(codes))
             args = ["search", "--runs-dir", str(RUNS_DIR), "--run-id", run_id, "--space", "nb201",
                     "--evaluator", "train", "--dataset", "fashion-mnist", "--strategy", f"codes:{codes}",
-                    "--budget", str(budget), "--seed", str(seed), "--backend", "process", "--workers", "1",
+                    # Every listed cell is trained, also two codes of one network: a ground truth row each.
+                    "--same-networks", "evaluate", "--budget", str(budget), "--seed", str(seed), "--backend", "process", "--workers", "1",
                     *(x for k, v in SCHEDULE.items() for x in ("--train-option", f"{k}={v}")), *common]
             print(f"{run_id}: starting ({budget} cells, seed {seed})", flush=True)
         else:
