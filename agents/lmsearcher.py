@@ -27,7 +27,8 @@ from collm_nas.llm.chat_models import LLMUnavailable
 from collm_nas.agents.collm import LLM_COOLDOWN_ROUNDS, llm_ready
 from collm_nas.agents.digest import objectives_phrase
 from collm_nas.agents.fronts import front_rewarded, run_focus
-from collm_nas.core.pareto import expected_improvements_2d, improvements_2d, non_dominated
+from collm_nas.core.pareto import (expected_improvements_2d, expected_improvements_3d, improvements_2d,
+                                   non_dominated)
 from collm_nas.core.strategy import Generator, Navigator, RoundContext, SearchStrategy, Strategy
 from collm_nas.agents.surrogate import LearnedRanker, PriorModel
 from collm_nas.core.space import SearchSpace
@@ -68,14 +69,15 @@ OPTIMISM = 1.0
 
 
 def pareto_ranking(ctx: RoundContext, pool: list[str]) -> list[str]:
-    """Several objectives: ``pool`` ordered by the hypervolume each candidate would add (two objectives),
-    then by a random Chebyshev scalarisation (ParEGO) of the objectives.
+    """Several objectives: ``pool`` ordered by the hypervolume each candidate would add (two or three
+    objectives), then by a random Chebyshev scalarisation (ParEGO) of the objectives.
 
     An objective the evaluator knows before evaluation (a table's parameters,
     FLOPs or latency: the constraint resources) is taken as it is; the others
     are predicted by a GP fitted on the run's trials (the first objective with
-    the run's prior). With two objectives of which one is known, the order is
-    by the exact expected hypervolume improvement beyond the focus point of
+    the run's prior). With two or three objectives of which one is
+    predicted and the rest known, the order is by the exact expected
+    hypervolume improvement beyond the focus point of
     :mod:`collm_nas.agents.fronts` (the user's reference, else the space's
     median of a known cost and the trials' median of the rest): for each cost,
     the chance and size of beating the front there. Otherwise the hypervolume
@@ -121,6 +123,17 @@ def pareto_ranking(ctx: RoundContext, pool: list[str]) -> list[str]:
                                  dtype=torch.float64)
         else:
             gains = torch.tensor(improvements_2d(front, torch.stack(columns, 1).tolist(), lows), dtype=torch.float64)
+    elif len(objectives) == 3:
+        front = [ok[i][1] for i in non_dominated([p for _, p in ok])]
+        if len(predicted) == 1:  # accuracy predicted, two costs known (a table's latency and size)
+            (u, (mean, sd)), = predicted.items()
+            known_columns = torch.stack([columns[k] for k in range(3) if k != u], 1)
+            gains = torch.tensor(expected_improvements_3d(front, known_columns, mean, sd, lows, uncertain_axis=u),
+                                 dtype=torch.float64)
+        else:  # the optimistic predictions' exact improvement (no spread)
+            gains = torch.tensor(expected_improvements_3d(front, torch.stack(columns[1:], 1), columns[0],
+                                                          torch.zeros(len(pool), dtype=torch.float64), lows),
+                                 dtype=torch.float64)
     # By gain, then score, then pool order (stable sorts, the last key first).
     order = torch.argsort(-score, stable=True)
     order = order[torch.argsort(-gains[order], stable=True)]

@@ -32,6 +32,7 @@ on the CPU everything is seeded and deterministic.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -41,6 +42,8 @@ import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +60,16 @@ from collm_nas.evaluators.datasets import (
 from collm_nas.evaluators.proxies import _config_from_options
 from collm_nas.evaluators.trainer import TrainingFailed, _accuracy, _training_context, resolve_device, run_sgd
 from collm_nas.models import NB201Network, count_flops, count_parameters, measure_latency
-from collm_nas.models.nb201_supernet import NB201Supernet, inherit
+from collm_nas.models.nb201_supernet import FewShotSupernet, NB201Supernet, inherit
 from collm_nas.core.settings import load_settings
-from collm_nas.spaces.nb201 import EDGES, OPERATIONS, NB201Space, reaches_output
+from collm_nas.spaces.nb201 import EDGES, OPERATIONS, NB201Space, cell_function, reaches_output
 
 __all__ = [
+    "SAMPLINGS",
     "SUPERNET_METRICS",
+    "FewShotSupernet",
     "NB201Supernet",
+    "PathSampler",
     "SupernetConfig",
     "SupernetEvaluator",
     "SupernetInfo",
@@ -81,7 +87,9 @@ SUPERNET_METRICS = ("valid_acc", "test_acc", "params", "flops", "latency_ms")
 _FORMAT = 1  # bump when the file layout or the training procedure changes: old caches are not reused
 # The settings that define a trained supernet (with the data set): its cache key.
 _TRAINING_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "augment", "image_size",
-                    "channels", "cells")
+                    "channels", "cells", "train_size", "sampling", "split_edge", "split_epochs")
+# How a training step picks its path: every legal code equally likely, or every distinct network.
+SAMPLINGS = ("codes", "networks")
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,16 @@ class SupernetConfig:
     The defaults train a supernet of the trainer's default network (C=8, N=1)
     on 16x16 digits for 30 epochs, 15-60 s on a shared two-core machine; each
     candidate then costs about 0.2 s.
+
+    ``sampling`` picks each step's path: ``codes`` draws every legal NCode with
+    equal chance (SPOS), ``networks`` every distinct network (the NB201 space
+    writes one network with up to dozens of codes, so uniform codes train the
+    simplest networks' weights most; Ning et al. 2021 call the fix
+    de-isomorphic sampling). ``split_edge`` (0-5) makes a few-shot supernet
+    (Zhao et al. 2021): after ``epochs`` of one-shot training, five copies, one
+    per operation on that edge, each train ``split_epochs`` more on the paths
+    with their operation there. ``calib_batches`` 0 keeps the supernet's own
+    BatchNorm statistics instead of recalibrating them per candidate.
     """
 
     epochs: int = 30
@@ -105,9 +123,14 @@ class SupernetConfig:
     image_size: int = 0  # 0: the data set's
     channels: int = 8
     cells: int = 1
-    calib_batches: int = 8  # training batches that recalibrate BatchNorm for each candidate
+    train_size: int = 0  # train on a seeded, stratified subset of this many training images; 0: all of them
+    sampling: str = "codes"  # codes (SPOS: every legal code equally likely) or networks (every distinct network)
+    split_edge: int = -1  # -1: one-shot; 0-5: a few-shot supernet split on this edge (one part per operation)
+    split_epochs: int = 0  # epochs each few-shot part trains after the split
+    calib_batches: int = 8  # training batches that recalibrate BatchNorm for each candidate; 0: keep the supernet's
     calib_batch_size: int = 64
     eval_batch_size: int = 1024
+    eval_test: bool = True  # also score the test split (False halves an evaluation where only validation ranks)
     latency_repeats: int = 5  # 0: do not time the inherited network
     amp: bool = True  # bf16 autocast on CUDA
     channels_last: bool = True  # on CUDA
@@ -115,11 +138,12 @@ class SupernetConfig:
     cache_dir: str = ""  # '': RUNS_DIR/supernets
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "channels", "cells", "calib_batches", "calib_batch_size",
-                     "eval_batch_size", "check_every"):
+        for name in ("epochs", "batch_size", "channels", "cells", "calib_batch_size", "eval_batch_size",
+                     "check_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"supernet option {name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "momentum", "weight_decay", "threads", "image_size", "latency_repeats"):
+        for name in ("lr", "momentum", "weight_decay", "threads", "image_size", "latency_repeats", "train_size",
+                     "calib_batches", "split_epochs"):
             if not getattr(self, name) >= 0:
                 raise UserError(f"supernet option {name} must not be negative, got {getattr(self, name)}")
         if self.seed < 0:
@@ -128,6 +152,14 @@ class SupernetConfig:
             raise UserError(f"supernet option augment must be auto, yes or no, got '{self.augment}'")
         if self.image_size and self.image_size < 4:
             raise UserError(f"supernet option image_size must be at least 4 pixels, got {self.image_size}")
+        if self.sampling not in SAMPLINGS:
+            raise UserError(f"supernet option sampling must be {' or '.join(SAMPLINGS)}, got '{self.sampling}'")
+        if not -1 <= self.split_edge < len(EDGES):
+            raise UserError(f"supernet option split_edge must be -1 (one-shot) or an edge 0-{len(EDGES) - 1}, "
+                            f"got {self.split_edge}")
+        if (self.split_edge >= 0) != (self.split_epochs > 0):
+            raise UserError("a few-shot supernet needs both split_edge (0-5) and split_epochs (at least 1); "
+                            "set both, or neither for a one-shot supernet")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> SupernetConfig:
@@ -145,6 +177,46 @@ def sample_path(rng: random.Random) -> str:
         code = "".join(str(rng.randrange(len(OPERATIONS))) for _ in EDGES)
         if reaches_output(code):
             return code
+
+
+@lru_cache(maxsize=8)
+def _networks(fixed: tuple[int, int] | None) -> tuple[tuple[str, ...], ...]:
+    """The legal codes grouped by the network they write (optionally only those with one operation on one edge)."""
+    groups: dict[str, list[str]] = {}
+    for digits in product("01234", repeat=len(EDGES)):
+        code = "".join(digits)
+        if reaches_output(code) and (fixed is None or code[fixed[0]] == str(fixed[1])):
+            groups.setdefault(cell_function(code), []).append(code)
+    return tuple(tuple(codes) for _, codes in sorted(groups.items()))
+
+
+class PathSampler:
+    """Draws the path each supernet training step trains (seeded by ``rng``).
+
+    ``sampling="codes"``: a uniformly random legal NCode (:func:`sample_path`);
+    ``"networks"``: a uniformly random distinct network, then one of its codes.
+    ``fixed=(edge, op)`` draws only paths with operation ``op`` on ``edge`` (a
+    few-shot part's paths).
+    """
+
+    def __init__(self, rng: random.Random, sampling: str = "codes", fixed: tuple[int, int] | None = None) -> None:
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"unknown sampling '{sampling}'")
+        self.rng, self.sampling, self.fixed = rng, sampling, fixed
+        self._groups = _networks(fixed) if sampling == "networks" else None
+
+    def __call__(self) -> str:
+        if self._groups is not None:
+            return self.rng.choice(self.rng.choice(self._groups))
+        if self.fixed is None:
+            return sample_path(self.rng)
+        edge, op = self.fixed
+        while True:
+            digits = [str(self.rng.randrange(len(OPERATIONS))) for _ in EDGES]
+            digits[edge] = str(op)
+            code = "".join(digits)
+            if reaches_output(code):
+                return code
 
 
 def recalibrate_bn(model: nn.Module, batches: Sequence[torch.Tensor], *, autocast=None,
@@ -200,51 +272,76 @@ def _autocast(device: torch.device, config: SupernetConfig):
 
 
 def train_supernet(data: ImageDataset, config: SupernetConfig = SupernetConfig(), *,
-                   device: torch.device | None = None) -> tuple[NB201Supernet, dict[str, Any]]:
-    """SPOS training: every step one uniformly sampled legal path on one minibatch.
+                   device: torch.device | None = None) -> tuple[NB201Supernet | FewShotSupernet, dict[str, Any]]:
+    """SPOS training: every step one sampled legal path (``config.sampling``) on one minibatch.
 
     SGD with Nesterov momentum, cosine learning rate per step, weight decay;
-    random crops and flips where the data set asks for them. Returns the
-    supernet and its training figures. Raises a UserError when the loss
+    random crops and flips where the data set asks for them. With
+    ``split_edge`` the one-shot supernet is then split into a
+    :class:`FewShotSupernet` whose five parts start from its weights and train
+    ``split_epochs`` each on their own paths (a fresh cosine schedule). Returns
+    the supernet and its training figures. Raises a UserError when the loss
     becomes NaN or infinite.
     """
     device = device or resolve_device(config.device)
     cuda = device.type == "cuda"
     channels_last = cuda and config.channels_last
+    shape = {"channels": config.channels, "cells_per_stage": config.cells, "num_classes": data.num_classes,
+             "in_channels": data.channels}
     with _training_context(config, device, config.seed):
-        model = NB201Supernet(channels=config.channels, cells_per_stage=config.cells,
-                              num_classes=data.num_classes, in_channels=data.channels).to(device)
+        model = NB201Supernet(**shape).to(device)
         if channels_last:
             model.to(memory_format=torch.channels_last)
         data = data.to(device)
-        autocast = _autocast(device, config)
-        augment = data.augment if config.augment == "auto" else config.augment == "yes"
-        pad = max(1, data.input_shape[-1] // 8)
-        generator = torch.Generator(device=device).manual_seed(config.seed)
-        paths = random.Random(config.seed)
-
-        def check(epoch: int, i: int, epoch_loss: torch.Tensor) -> None:
-            if not bool(torch.isfinite(epoch_loss)):
-                raise UserError(f"supernet training diverged: the loss became NaN or infinite at epoch "
-                                f"{epoch + 1} (lr {config.lr:g}); lower the supernet option lr")
-
         started, cpu_started = time.perf_counter(), time.process_time()
-        model.train()
-        sgd = run_sgd(model, lambda xb: model(xb, sample_path(paths)), data, config, generator=generator,
-                      augment=augment, pad=pad, channels_last=channels_last, autocast=autocast,
-                      check_every=config.check_every if cuda else 1, check=check)
+        sgd = _train_paths(model, PathSampler(random.Random(config.seed), config.sampling), data, config,
+                           config.epochs, config.seed, device)
+        figures: dict[str, Any] = {"steps": sgd.steps, "final_train_loss": sgd.last_epoch_loss,
+                                   "final_train_acc": sgd.last_epoch_acc}
+        result: NB201Supernet | FewShotSupernet = model
+        if config.split_edge >= 0:
+            figures["one_shot_train_s"] = time.perf_counter() - started
+            few = FewShotSupernet(edge=config.split_edge, **shape).to(device)
+            parts = []
+            for op, part in enumerate(few.parts):
+                part.load_state_dict(model.state_dict())
+                if channels_last:
+                    part.to(memory_format=torch.channels_last)
+                seed = config.seed + 1 + op
+                part_sgd = _train_paths(part, PathSampler(random.Random(seed), config.sampling,
+                                                          (config.split_edge, op)),
+                                        data, config, config.split_epochs, seed, device)
+                figures["steps"] += part_sgd.steps
+                parts.append({"operation": OPERATIONS[op], "final_train_loss": part_sgd.last_epoch_loss,
+                              "final_train_acc": part_sgd.last_epoch_acc})
+            figures["parts"] = parts
+            figures["final_train_loss"] = sum(p["final_train_loss"] for p in parts) / len(parts)
+            figures["final_train_acc"] = sum(p["final_train_acc"] for p in parts) / len(parts)
+            result = few
         if cuda:
             torch.cuda.synchronize(device)
-        figures = {
-            "train_s": time.perf_counter() - started,
-            "train_cpu_s": time.process_time() - cpu_started,
-            "steps": sgd.steps,
-            "final_train_loss": sgd.last_epoch_loss,
-            "final_train_acc": sgd.last_epoch_acc,
-            "device": str(device),
-        }
-    model.eval()
-    return model, figures
+        figures.update({"train_s": time.perf_counter() - started, "train_cpu_s": time.process_time() - cpu_started,
+                        "device": str(device)})
+    result.eval()
+    return result, figures
+
+
+def _train_paths(model: NB201Supernet, sampler: PathSampler, data: ImageDataset, config: SupernetConfig,
+                 epochs: int, seed: int, device: torch.device) -> Any:
+    """``epochs`` of SGD on ``model``, each step on the path ``sampler`` draws (the trainer's loop)."""
+    cuda = device.type == "cuda"
+    augment = data.augment if config.augment == "auto" else config.augment == "yes"
+
+    def check(epoch: int, i: int, epoch_loss: torch.Tensor) -> None:
+        if not bool(torch.isfinite(epoch_loss)):
+            raise UserError(f"supernet training diverged: the loss became NaN or infinite at epoch "
+                            f"{epoch + 1} (lr {config.lr:g}); lower the supernet option lr")
+
+    model.train()
+    return run_sgd(model, lambda xb: model(xb, sampler()), data, dataclasses.replace(config, epochs=epochs),
+                   generator=torch.Generator(device=device).manual_seed(seed), augment=augment,
+                   pad=max(1, data.input_shape[-1] // 8), channels_last=cuda and config.channels_last,
+                   autocast=_autocast(device, config), check_every=config.check_every if cuda else 1, check=check)
 
 
 def supernet_cache_path(dataset: str, config: SupernetConfig, cache_dir: str | Path | None = None) -> Path:
@@ -272,11 +369,17 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _load(path: Path, data: ImageDataset, config: SupernetConfig, device: torch.device) -> NB201Supernet | None:
+def _empty_supernet(data: ImageDataset, config: SupernetConfig) -> NB201Supernet | FewShotSupernet:
+    shape = {"channels": config.channels, "cells_per_stage": config.cells, "num_classes": data.num_classes,
+             "in_channels": data.channels}
+    return FewShotSupernet(edge=config.split_edge, **shape) if config.split_edge >= 0 else NB201Supernet(**shape)
+
+
+def _load(path: Path, data: ImageDataset, config: SupernetConfig,
+          device: torch.device) -> NB201Supernet | FewShotSupernet | None:
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
-        model = NB201Supernet(channels=config.channels, cells_per_stage=config.cells,
-                              num_classes=data.num_classes, in_channels=data.channels).to(device)
+        model = _empty_supernet(data, config).to(device)
         model.load_state_dict(saved["state_dict"], strict=True)
     except Exception:  # a damaged or foreign file is trained over, not trusted
         return None
@@ -287,7 +390,7 @@ def _load(path: Path, data: ImageDataset, config: SupernetConfig, device: torch.
 
 def load_or_train_supernet(dataset: str, data: ImageDataset, config: SupernetConfig = SupernetConfig(), *,
                            cache_dir: str | Path | None = None, device: torch.device | None = None,
-                           use_cache: bool = True) -> tuple[NB201Supernet, SupernetInfo]:
+                           use_cache: bool = True) -> tuple[NB201Supernet | FewShotSupernet, SupernetInfo]:
     """The supernet from its cache file, else trained now and saved there (one process trains at a time)."""
     device = device or resolve_device(config.device)
     if not use_cache:
@@ -317,11 +420,15 @@ def load_or_train_supernet(dataset: str, data: ImageDataset, config: SupernetCon
 
 
 # ------------------------------------------------------------------ evaluation
-def evaluate_inherited(supernet: NB201Supernet, code: str, data: ImageDataset,
+def evaluate_inherited(supernet: NB201Supernet | FewShotSupernet, code: str, data: ImageDataset,
                        config: SupernetConfig = SupernetConfig(), *, device: torch.device | None = None,
                        calibration: Sequence[torch.Tensor] | None = None) -> dict[str, float]:
     """Validation (and test) accuracy of ``code`` with inherited weights and recalibrated BatchNorm,
-    with parameters, FLOPs and latency of its stand-alone network."""
+    with parameters, FLOPs and latency of its stand-alone network.
+
+    No calibration batches (``calib_batches`` 0, or ``calibration=[]``) keeps the supernet's running
+    statistics.
+    """
     device = device or next(supernet.parameters()).device
     cuda = device.type == "cuda"
     channels_last = cuda and config.channels_last
@@ -333,10 +440,12 @@ def evaluate_inherited(supernet: NB201Supernet, code: str, data: ImageDataset,
         if channels_last:
             net.to(memory_format=torch.channels_last)
         batches = calibration if calibration is not None else calibration_batches(data, config)
-        recalibrate_bn(net, batches, autocast=autocast, channels_last=channels_last)
+        if batches:
+            recalibrate_bn(net, batches, autocast=autocast, channels_last=channels_last)
+        net.eval()
         metrics["valid_acc"] = _accuracy(net, data.valid_x, data.valid_y, config.eval_batch_size, autocast,
                                          channels_last)
-        if data.test_x is not None:
+        if data.test_x is not None and config.eval_test:
             metrics["test_acc"] = _accuracy(net, data.test_x, data.test_y, config.eval_batch_size, autocast,
                                             channels_last)
         if config.latency_repeats:
@@ -370,22 +479,29 @@ class SupernetEvaluator(ImageDataEvaluator, Evaluator):
             raise UserError(f"unknown metric '{metric}' for the supernet evaluator; choose valid_acc or test_acc")
         if metric == "test_acc" and not has_test:
             raise UserError(f"dataset '{dataset}' has no test split; search valid_acc instead")
+        if metric == "test_acc" and not self.config.eval_test:
+            raise UserError("the supernet option eval_test=false scores no test split; search valid_acc instead")
+        has_test = has_test and self.config.eval_test
         if mode != "max":
             raise UserError("accuracy is higher-is-better: the supernet evaluator only maximises (drop --mode min)")
         self.searched_metric = metric or "valid_acc"
         self.reported_metric = "test_acc" if has_test else self.searched_metric
         self.mode = "max"
         c = self.config
-        how = (f"inherited from an NB201 supernet (C={c.channels}, N={c.cells}) trained {c.epochs} epochs on "
-               f"{dataset} with uniform single-path sampling, BatchNorm recalibrated on {c.calib_batches} "
-               "training batches; the first evaluation trains or loads the supernet")
+        kind = (f"few-shot NB201 supernet (C={c.channels}, N={c.cells}; split on edge {c.split_edge}, "
+                f"{c.epochs} + {c.split_epochs} epochs a part)" if c.split_edge >= 0 else
+                f"NB201 supernet (C={c.channels}, N={c.cells}) trained {c.epochs} epochs")
+        paths = "uniform single-path sampling" if c.sampling == "codes" else "single paths sampled by network"
+        norm = (f"BatchNorm recalibrated on {c.calib_batches} training batches" if c.calib_batches else
+                "the supernet's BatchNorm statistics")
+        how = f"inherited from a {kind} on {dataset} with {paths}, {norm}; the first evaluation trains or loads it"
         if self.reported_metric == self.searched_metric:
             self.metric_note = f"searched and reported on {self.searched_metric} (%) with weights {how}"
         else:
             self.metric_note = (f"searched on {self.searched_metric} (validation split), reported as "
                                 f"{self.reported_metric} (test split), with weights {how}")
         self._data: ImageDataset | None = None
-        self._supernet: NB201Supernet | None = None
+        self._supernet: NB201Supernet | FewShotSupernet | None = None
         self._calibration: list[torch.Tensor] | None = None
         self.info: SupernetInfo | None = None
         self._eval_s: list[float] = []
@@ -394,7 +510,7 @@ class SupernetEvaluator(ImageDataEvaluator, Evaluator):
     def cache_path(self) -> Path:
         return supernet_cache_path(self.dataset, self.config)
 
-    def supernet(self) -> tuple[NB201Supernet, SupernetInfo]:
+    def supernet(self) -> tuple[NB201Supernet | FewShotSupernet, SupernetInfo]:
         """The trained supernet: in memory, else from the cache file, else trained now (and cached)."""
         if self._supernet is None:
             self._supernet, self.info = load_or_train_supernet(self.dataset, self.data(), self.config,

@@ -15,7 +15,7 @@ from torch import nn
 from collm_nas.models.nb201_net import NB201Cell, NB201Network, ResNetReduction, make_nb201_op
 from collm_nas.spaces.nb201 import EDGES, OPERATIONS
 
-__all__ = ["MixedEdge", "NB201Supernet", "SupernetCell", "inherit"]
+__all__ = ["FewShotSupernet", "MixedEdge", "NB201Supernet", "SupernetCell", "inherit"]
 
 
 class MixedEdge(nn.Module):
@@ -88,8 +88,40 @@ class NB201Supernet(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-def inherit(supernet: NB201Supernet, code: str) -> NB201Network:
+class FewShotSupernet(nn.Module):
+    """A few-shot supernet (Zhao et al. 2021): one :class:`NB201Supernet` per operation on one edge.
+
+    Splitting the one-shot supernet on ``edge`` gives five sub-supernets; the
+    paths of each carry one fixed operation there, so they share weights only
+    with paths of that operation. ``part(code)`` is the sub-supernet that holds
+    ``code``'s path; :func:`inherit` takes the weights from it.
+    """
+
+    def __init__(self, *, edge: int, channels: int = 8, cells_per_stage: int = 1, num_classes: int = 10,
+                 in_channels: int = 3) -> None:
+        super().__init__()
+        if not 0 <= edge < len(EDGES):
+            raise ValueError(f"a few-shot split needs an edge 0-{len(EDGES) - 1}, got {edge}")
+        self.edge = edge
+        self.channels = channels
+        self.cells_per_stage = cells_per_stage
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.parts = nn.ModuleList(
+            NB201Supernet(channels=channels, cells_per_stage=cells_per_stage, num_classes=num_classes,
+                          in_channels=in_channels) for _ in OPERATIONS)
+
+    def part(self, code: str | Sequence[int]) -> NB201Supernet:
+        return self.parts[int(code[self.edge])]  # type: ignore[return-value]
+
+    def forward(self, x: torch.Tensor, code: str | Sequence[int]) -> torch.Tensor:
+        return self.part(code)(x, code)
+
+
+def inherit(supernet: NB201Supernet | FewShotSupernet, code: str) -> NB201Network:
     """The stand-alone network of ``code`` with the supernet's weights (copies; BN statistics included)."""
+    if isinstance(supernet, FewShotSupernet):
+        supernet = supernet.part(code)
     net = NB201Network(code, channels=supernet.channels, cells_per_stage=supernet.cells_per_stage,
                        num_classes=supernet.num_classes, in_channels=supernet.in_channels)
     ops = [OPERATIONS.index(op) for op in net.ops]

@@ -113,6 +113,34 @@ def test_improvements_2d_against_hypervolume_differences() -> None:
         assert got == pytest.approx(want, abs=1e-12)
 
 
+def test_expected_improvements_3d_against_sampling_and_exact_differences() -> None:
+    """Three objectives, one uncertain (any axis), two known: the exact expectation against the mean of many
+    draws of the plain hypervolume difference; a zero deviation is that difference itself."""
+    from collm_nas.core.pareto import expected_improvements_3d
+
+    rng = random.Random(7)
+    reference = (0.0, 0.1, -0.1)
+    for _ in range(6):
+        front = [tuple(rng.uniform(-0.2, 1) for _ in range(3)) for _ in range(rng.randint(0, 9))]
+        base = hypervolume(front, reference)
+        known = [(rng.uniform(-0.2, 1.2), rng.uniform(-0.2, 1.2)) for _ in range(3)]
+        mean = [rng.uniform(-0.2, 1.2) for _ in range(3)]
+        sd = [rng.uniform(0.01, 0.4) for _ in range(3)]
+        for axis in (0, 1, 2):
+            def point(k: tuple[float, float], x: float) -> tuple[float, ...]:
+                p = list(k)
+                p.insert(axis, x)
+                return tuple(p)
+
+            got = expected_improvements_3d(front, known, mean, sd, reference, uncertain_axis=axis)
+            exact = expected_improvements_3d(front, known, mean, [0.0] * 3, reference, uncertain_axis=axis)
+            for g, e, k, m, s in zip(got, exact, known, mean, sd):
+                assert e == pytest.approx(hypervolume(front + [point(k, m)], reference) - base, abs=1e-12)
+                draws = [rng.gauss(m, s) for _ in range(3000)]
+                want = statistics.fmean(hypervolume(front + [point(k, d)], reference) - base for d in draws)
+                assert g == pytest.approx(want, abs=4 * s / 55 + 1e-9), (front, k, m, s, axis)
+
+
 def test_expected_improvements_2d_against_sampling() -> None:
     """Exact expected hypervolume improvement (one coordinate known) against the mean of many draws, either
     axis known; a zero deviation is the plain improvement of the mean."""

@@ -21,12 +21,15 @@ from collm_nas.core.errors import UserError
 from collm_nas.evaluators import EVALUATORS
 from collm_nas.evaluators.datasets import load_dataset
 from collm_nas.evaluators.supernet import (
+    FewShotSupernet,
     NB201Supernet,
+    PathSampler,
     SupernetConfig,
     SupernetEvaluator,
     calibration_batches,
     evaluate_inherited,
     inherit,
+    load_or_train_supernet,
     recalibrate_bn,
     sample_path,
     supernet_cache_path,
@@ -34,7 +37,7 @@ from collm_nas.evaluators.supernet import (
 )
 from collm_nas.models import NB201Network
 from collm_nas.spaces import SPACES
-from collm_nas.spaces.nb201 import reaches_output
+from collm_nas.spaces.nb201 import cell_function, reaches_output
 
 TINY = dict(channels=4, cells=1, epochs=3, lr=0.1, threads=1, device="cpu", latency_repeats=1, calib_batches=2)
 
@@ -55,6 +58,68 @@ def test_sampled_paths_are_legal_and_cover_every_operation() -> None:
     assert all(reaches_output(c) for c in codes)
     assert all({c[k] for c in codes} == set("01234") for k in range(6))
     assert codes == [sample_path(r) for r in [random.Random(0)] for _ in range(400)]
+
+
+def test_network_sampling_draws_every_network_alike_and_a_fixed_edge_holds() -> None:
+    draws = 30_000
+    codes, networks = PathSampler(random.Random(1), "codes"), PathSampler(random.Random(1), "networks")
+    by_code = [codes() for _ in range(draws)]
+    by_network = [networks() for _ in range(draws)]
+    assert all(reaches_output(c) for c in by_network)
+
+    def commonest_share(codes: list[str]) -> float:
+        counts: dict[str, int] = {}
+        for code in codes:
+            counts[cell_function(code)] = counts.get(cell_function(code), 0) + 1
+        return max(counts.values()) / len(codes)
+
+    # Uniform codes: the one-operation network op(x) alone is written by over a hundred codes (dead edges,
+    # skips); uniform networks: each of the 4,929 networks has a share of 1/4929 (0.0002; a few draws by chance).
+    assert commonest_share(by_code) > 0.005
+    assert commonest_share(by_network) < 0.001
+    assert len({cell_function(c) for c in by_network}) > len({cell_function(c) for c in by_code})
+    again = PathSampler(random.Random(1), "networks")
+    assert [again() for _ in range(50)] == by_network[:50]  # seeded
+    for sampling in ("codes", "networks"):
+        sampler = PathSampler(random.Random(2), sampling, (3, 0))
+        fixed = [sampler() for _ in range(300)]
+        assert all(c[3] == "0" and reaches_output(c) for c in fixed)
+        # Every other edge still varies (by network, 'none' on 2->3 as well is rare: few networks have it).
+        assert all(len({c[k] for c in fixed}) >= 4 for k in (0, 1, 2, 4, 5))
+
+
+def test_few_shot_supernet_parts_start_from_the_one_shot_weights_and_are_cached(tmp_path: Path, digits) -> None:
+    config = SupernetConfig(**{**TINY, "epochs": 1, "split_edge": 3, "split_epochs": 1})
+    model, info = load_or_train_supernet("digits", digits, config, cache_dir=tmp_path)
+    assert isinstance(model, FewShotSupernet) and info.trained and len(model.parts) == 5
+    assert info.meta["steps"] == 6 * (len(digits.train_y) // 64)  # one one-shot epoch, then one per part
+    assert [p["operation"] for p in info.meta["parts"]] == ["none", "skip_connect", "nor_conv_1x1",
+                                                            "nor_conv_3x3", "avg_pool_3x3"]
+    stems = [part.stem[0].weight for part in model.parts]
+    assert not any(torch.equal(stems[0], w) for w in stems[1:])  # each part trained on its own paths
+    # A code's weights come from the part of its operation on the split edge.
+    x = digits.valid_x[:16]
+    with torch.no_grad():
+        for code in ("312043", "310043"):
+            net = inherit(model, code).eval()
+            assert torch.equal(net(x), model.parts[int(code[3])](x, code))
+    # The cache file holds all five parts; a one-shot supernet of the same epochs is another file.
+    again, loaded = load_or_train_supernet("digits", digits, config, cache_dir=tmp_path)
+    assert not loaded.trained and isinstance(again, FewShotSupernet)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    one_shot = SupernetConfig(**{**TINY, "epochs": 1})
+    assert supernet_cache_path("digits", one_shot, tmp_path) != supernet_cache_path("digits", config, tmp_path)
+
+
+def test_no_calibration_keeps_the_supernets_statistics(digits, trained) -> None:
+    supernet, _ = trained
+    kept = evaluate_inherited(supernet, "333132", digits, SupernetConfig(**{**TINY, "calib_batches": 0}))
+    net = inherit(supernet, "333132").eval()
+    with torch.no_grad():
+        expected = 100.0 * float((net(digits.valid_x).argmax(1) == digits.valid_y).float().mean())
+    assert kept["valid_acc"] == pytest.approx(expected, abs=1e-6)
+    recalibrated = evaluate_inherited(supernet, "333132", digits, SupernetConfig(**TINY))
+    assert recalibrated["valid_acc"] != kept["valid_acc"]
 
 
 @pytest.mark.e2e
@@ -149,7 +214,9 @@ def test_bad_codes_fail_their_trial_and_bad_options_are_one_line(tmp_path: Path)
     assert degenerate.status == malformed.status == "failed"
     assert "degenerate" in degenerate.error and "\n" not in malformed.error
     for options, message in (({"epochs": 0}, "at least 1"), ({"epoch": 3}, "unknown supernet option 'epoch'"),
-                             ({"lr": "fast"}, "needs a number")):
+                             ({"lr": "fast"}, "needs a number"), ({"sampling": "paths"}, "codes or networks"),
+                             ({"split_edge": 3}, "needs both split_edge"), ({"split_epochs": 2}, "needs both"),
+                             ({"split_edge": 6, "split_epochs": 1}, "an edge 0-5")):
         with pytest.raises(UserError, match=message):
             EVALUATORS.resolve("supernet", space, dataset="digits", options=options)
     with pytest.raises(UserError, match="nb201"):
