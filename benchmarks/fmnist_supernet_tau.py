@@ -69,7 +69,6 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                         {"epochs": 30, "calib_batches": 0}),
     "spos-30": ("SPOS, 30 epochs, BN recalibrated (8 x 64 images)", {"epochs": 30}),
     "spos-100": ("SPOS, 100 epochs", {"epochs": 100}),
-    "spos-300": ("SPOS, 300 epochs", {"epochs": 300}),
     "networks-100": ("uniform over networks (de-isomorphic), 100 epochs", {"epochs": 100, "sampling": "networks"}),
     "fewshot-50+10": (f"few-shot on edge {SPLIT_EDGE}: 50 one-shot epochs, then 10 per part (100 in all)",
                       {"epochs": 50, "split_edge": SPLIT_EDGE, "split_epochs": 10}),

@@ -34,7 +34,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -96,22 +95,20 @@ def settings_of(row: str) -> dict:
     return settings
 
 
-def finished_or_run(ws: Workspace, run_id: str, config: dict) -> tuple[list, float | None]:
+def finished_or_run(ws: Workspace, run_id: str, config: dict) -> tuple[list, float]:
     """The ok trials of ``run_id``: a finished run as stored, else resumed or started now.
-    Returns (trials, wall seconds of this sitting or None when the run was already finished or resumed)."""
+    Returns (trials, wall seconds from the run's creation to its last update in the store: its wall time
+    when it ran in one sitting, more when it was interrupted and resumed later)."""
     known = {info.run_id: info for info in ws.runs()}
-    started = time.perf_counter()
+    result = None
     if run_id not in known:
         result = ws.search(config, run_id=run_id)
-        wall: float | None = time.perf_counter() - started
     elif known[run_id].status != "finished":
         result = ws.resume(run_id)
-        wall = None  # part of the run happened in an earlier sitting
-    else:
-        result, wall = None, None
     if result is not None and result.status != "finished":
         raise UserError(f"run '{run_id}' ended {result.status}; see 'collm-nas show {run_id}'")
-    return [t for t in ws.run(run_id).trials() if t.status == "ok"], wall
+    run = ws.run(run_id)
+    return [t for t in run.trials() if t.status == "ok"], run.info.updated_at - run.info.created_at
 
 
 def retrain(ws: Workspace, codes: list[str], folder: Path) -> dict[str, dict]:
@@ -159,7 +156,10 @@ def main(argv: list[str] | None = None) -> None:
             top = sorted(trials, key=lambda t: -t.metrics["valid_acc"])[:args.top]
             result = ws.run(run_id).result()
             searches.setdefault(row, []).append({
-                "run_id": run_id, "seed": seed, "wall_s": wall, "eval_s": search_s,
+                # Stage 1 is counted once, apart: a search that trained or loaded the supernet pays it here.
+                "wall_s": wall - sum(t.cost.get("supernet_train_s", 0.0) + t.cost.get("supernet_load_s", 0.0)
+                                     for t in trials),
+                "run_id": run_id, "seed": seed, "eval_s": search_s,
                 "top": [t.ncode for t in top], "inherited": [t.metrics["valid_acc"] for t in top],
                 "llm": result.llm, "degraded": result.degraded if result.llm is not None else None})
             if result.llm is not None and result.degraded:
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
             s.update({"pick": pick, "test": trained[pick]["test"], "valid": trained[pick]["valid"],
                       "retrain_s": sum(trained[c]["train_s"] for c in s["top"])})
     two_stage_s = supernet_s + statistics.mean(
-        s["wall_s"] or s["eval_s"] for rows in searches.values() for s in rows) + statistics.mean(
+        s["wall_s"] for rows in searches.values() for s in rows) + statistics.mean(
         s["retrain_s"] for rows in searches.values() for s in rows)
     per_network = statistics.mean(v["train_s"] for v in trained.values())
     direct_budget = max(1, int(two_stage_s // per_network))
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
             best = max(trials, key=lambda t: t.metrics["valid_acc"])
             direct.setdefault(row, []).append({"run_id": run_id, "seed": seed, "pick": best.ncode,
                                                "test": best.metrics["test_acc"], "valid": best.metrics["valid_acc"],
-                                               "wall_s": wall or sum(t.cost.get("wall_s", 0.0) for t in trials)})
+                                               "wall_s": wall})
 
     print()
     print(f"Fashion-MNIST, NB201 cells (C=8, N=1, 16x16 images); supernet `{args.variant}`: "
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
           "stage 2: search | stage 3: top 3 from scratch | total with stage 1 |")
     print("|---|---|---|---|---|---|---|")
     for row, rows in searches.items():
-        search_s = statistics.mean(s["wall_s"] or s["eval_s"] for s in rows)
+        search_s = statistics.mean(s["wall_s"] for s in rows)
         retrain_s = statistics.mean(s["retrain_s"] for s in rows)
         wins = sum(s["valid"] >= truth[best_cell]["fmnist_valid"] for s in rows)
         print(f"| two-stage, {ROWS[row][0]} | {mean_sd([s['test'] for s in rows])} | "
@@ -219,6 +219,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| direct, {ROWS[row][0]}, {direct_budget} networks trained | {mean_sd([s['test'] for s in rows])} | "
               f"{mean_sd([s['valid'] for s in rows])} | {wins} of {len(rows)} | – | – | "
               f"{statistics.mean(s['wall_s'] for s in rows):.0f} s |")
+    for row, rows in searches.items():
+        llm = [s["llm"] for s in rows if s.get("llm")]
+        if llm:
+            print(f"\n{ROWS[row][0]}: rounds on the LLM {sum(x['llm_rounds'] for x in llm)} of "
+                  f"{sum(x['wanted_rounds'] for x in llm)}, {statistics.mean(x['calls'] for x in llm):.0f} calls, "
+                  f"{statistics.mean(x['prompt_tokens'] for x in llm):,.0f} prompt / "
+                  f"{statistics.mean(x['completion_tokens'] for x in llm):,.0f} completion tokens and "
+                  f"{statistics.mean(x['latency_s'] for x in llm):.0f} s of LLM calls a search")
     if args.out:
         args.out.write_text(json.dumps({"supernet_s": supernet_s, "searches": searches, "direct": direct,
                                         "direct_budget": direct_budget, "retrained": trained}, indent=1),
