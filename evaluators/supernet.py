@@ -286,8 +286,7 @@ def train_supernet(data: ImageDataset, config: SupernetConfig = SupernetConfig()
     device = device or resolve_device(config.device)
     cuda = device.type == "cuda"
     channels_last = cuda and config.channels_last
-    shape = {"channels": config.channels, "cells_per_stage": config.cells, "num_classes": data.num_classes,
-             "in_channels": data.channels}
+    shape = _shape(data, config)
     with _training_context(config, device, config.seed):
         model = NB201Supernet(**shape).to(device)
         if channels_last:
@@ -369,9 +368,14 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+def _shape(data: ImageDataset, config: SupernetConfig) -> dict[str, int]:
+    """The constructor arguments of the supernet of ``config`` for ``data``."""
+    return {"channels": config.channels, "cells_per_stage": config.cells, "num_classes": data.num_classes,
+            "in_channels": data.channels}
+
+
 def _empty_supernet(data: ImageDataset, config: SupernetConfig) -> NB201Supernet | FewShotSupernet:
-    shape = {"channels": config.channels, "cells_per_stage": config.cells, "num_classes": data.num_classes,
-             "in_channels": data.channels}
+    shape = _shape(data, config)
     return FewShotSupernet(edge=config.split_edge, **shape) if config.split_edge >= 0 else NB201Supernet(**shape)
 
 
