@@ -1,11 +1,13 @@
 """LM-Searcher: search as ranking, with an LLM ranker or a learned one.
 
-Each round, after a few random trials, the Navigator draws a pool of unseen
-legal candidates by pruning-based subspace sampling and has it ranked:
+Each round, after a few random trials, the Navigator has unseen legal
+candidates ranked:
 
 * by the LLM ranker (``ctx.llm`` has a ``ranker`` role): the model sees the
-  history as ``NCODE|reward`` lines and the pool, and picks one code; an
-  answer outside the pool draws a new pool, a bounded number of times;
+  history as ``NCODE|reward`` lines and a pool, and picks one code; an answer
+  outside the pool draws a new pool, a bounded number of times. The pool is
+  the learned ranker's best few, shuffled (``ranker_pool`` "learned", the
+  default), or LM-Searcher's own pruning-based subspace sample ("subspace");
 * by the learned ranker (no LLM, or the LLM failed): a surrogate fitted on
   the run's own trials (optionally warm-started from a prior of other runs
   or datasets) scores a large pool by an acquisition rule.
@@ -16,6 +18,7 @@ and the Coordinator screens them like any other proposal.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from functools import lru_cache
@@ -38,6 +41,8 @@ from collm_nas.agents.ranker import LLMRanker
 
 # Pool the learned ranker scores when the space is too large to score whole.
 LEARNED_POOL = 4000
+# Candidates in each pool the LLM ranks when the learned ranker narrowed it (RunConfig.ranker_pool "learned").
+LEARNED_POOL_FOR_LLM = 5
 
 
 @lru_cache(maxsize=8)
@@ -196,35 +201,53 @@ class RankingNavigator(Navigator):
         seen = ctx.seen_codes()  # with every code of an evaluated network, where the run evaluates each once
         picks: list[str] = []
         how = "learned"
+        ranked: list[str] | None = None  # the learned ranking of the unseen candidates, computed once a round
         if ctx.llm is not None and llm_ready(ctx) and len(ok) >= self.initial:
-            picks = self._llm_picks(ctx, rng, seen)
-            how = "llm"
+            if ctx.ranker_pool == "learned":
+                ranked = learned_ranking(ctx, self._unseen(ctx, rng, seen), self.acquisition)
+            picks = self._llm_picks(ctx, rng, seen, ranked)
+            how = "llm" if ranked is None else "llm on learned pools"
         missing = ctx.quota - len(picks)
         if missing > 0:
-            taken = seen | set(picks)
-            everything = legal_codes(ctx.checker) if ctx.checker is not None else None
-            if everything is not None:  # small enough: score every unseen legal network (one code each)
-                picked = {ctx.network_key(c) for c in picks}
-                pool = [c for c in ctx.one_per_network(c for c in everything if c not in taken)
-                        if ctx.network_key(c) not in picked]
-            else:
-                pool = sample_pool(ctx.space, ctx.is_legal, self.learned_pool, rng, exclude=taken, prune_prob=0.0)
-            picks += learned_ranking(ctx, pool, self.acquisition)[:missing]
-            if how == "llm":
-                how = "llm+learned"
+            picked = {ctx.network_key(c) for c in picks}
+            if ranked is None:
+                ranked = learned_ranking(ctx, self._unseen(ctx, rng, seen | set(picks)), self.acquisition)
+            picks += [c for c in ranked if ctx.network_key(c) not in picked][:missing]
+            if how != "learned":
+                how += "+learned"
         return Strategy(summary=f"rank candidate pools ({how} ranker) and evaluate the most promising",
                         plan={"phase": "rank", "picks": picks, "ranker": how})
 
-    def _llm_picks(self, ctx: RoundContext, rng, seen: set[str]) -> list[str]:
+    def _unseen(self, ctx: RoundContext, rng, taken: set[str]) -> list[str]:
+        """What the learned ranker scores: every unseen legal network (one code each) where the space is small
+        enough to list, else a large pool."""
+        everything = legal_codes(ctx.checker) if ctx.checker is not None else None
+        if everything is not None:
+            return ctx.one_per_network(c for c in everything if c not in taken)
+        return sample_pool(ctx.space, ctx.is_legal, self.learned_pool, rng, exclude=taken, prune_prob=0.0)
+
+    def _llm_picks(self, ctx: RoundContext, rng, seen: set[str], ranked: list[str] | None) -> list[str]:
+        """The LLM's picks, one pool per pick: pruning-sampled pools, or (``ranked``: the learned ranking) the
+        learned ranker's next best candidates, shuffled so that their order tells the model nothing."""
         picks: list[str] = []
         chat = ctx.llm.chat("ranker")
         ranker = llm_ranker_of(ctx, self.llm_ranker)
+        size = ctx.ranker_pool_size or (self.pool_size if ranked is None else LEARNED_POOL_FOR_LLM)
         for _ in range(ctx.quota):
             exclude = seen | set(picks)
+            draws = [0]
 
-            def draw(exclude: set[str] = exclude) -> list[str]:
-                return sample_pool(ctx.space, ctx.is_legal, self.pool_size, rng, exclude=exclude,
-                                   prune_prob=self.prune_prob)
+            def draw(exclude: set[str] = exclude, draws: list[int] = draws) -> list[str]:
+                if ranked is None:
+                    return sample_pool(ctx.space, ctx.is_legal, size, rng, exclude=exclude,
+                                       prune_prob=self.prune_prob)
+                taken = {ctx.network_key(c) for c in exclude}
+                fresh = (c for c in ranked if ctx.network_key(c) not in taken)
+                # The best ``size`` not taken yet; a redraw (an answer outside the pool) takes the next ones.
+                pool = list(itertools.islice(fresh, draws[0] * size, (draws[0] + 1) * size))
+                draws[0] += 1
+                rng.shuffle(pool)
+                return pool
 
             pool = draw()
             if not pool:

@@ -294,9 +294,10 @@ def _picks_table(results: dict[str, Any]) -> str:
 
 
 # ==================================================================== search
+# LM-Searcher's own pools (the protocol these rows were measured with; the default is the GP's best five).
 SEARCH_ROWS = {"random": {"strategy": "random", "llm": "none"},
-               "untuned": {"strategy": "lmsearcher", "llm": "local"},
-               "tuned": {"strategy": "lmsearcher", "llm": "local", "tuned": True}}
+               "untuned": {"strategy": "lmsearcher", "llm": "local", "ranker_pool": "subspace"},
+               "tuned": {"strategy": "lmsearcher", "llm": "local", "ranker_pool": "subspace", "tuned": True}}
 
 
 def stage_search(args: argparse.Namespace) -> None:
@@ -394,8 +395,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fresh", action="store_true", help="picks: measure every row again")
     p.add_argument("--seeds", type=int, default=3, help="search seeds per row; default 3")
     p.add_argument("--pools", type=int, default=0, help="at most this many test pools per test set (0: all)")
-    p.add_argument("--also", action="append", default=[], metavar="LABEL=DIR",
-                   help="picks: another tuned folder to score as its own row")
+    p.add_argument("--also", action="append", default=[], metavar="LABEL=MODEL",
+                   help="picks: another model to score as its own row: a tuned folder or a GGUF file (e.g. "
+                        "Qwen2.5-Coder-1.5B)")
     p.add_argument("--rows", nargs="+", default=list(SEARCH_ROWS), choices=list(SEARCH_ROWS),
                    help="search rows to run (default: all)")
     args = p.parse_args(argv)

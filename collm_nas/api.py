@@ -149,7 +149,7 @@ class Run:
 
     @property
     def config(self) -> RunConfig:
-        return RunConfig.model_validate(self.info.config)
+        return RunConfig.from_stored(self.info.config)
 
     @property
     def status(self) -> str:

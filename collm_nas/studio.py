@@ -194,7 +194,7 @@ class ServerResources:
                 info = store.get_run(run_id)
                 if info is None:
                     raise UserError(f"run '{run_id}' is not in the store {store.location}")
-                config = RunConfig.model_validate(info.config)
+                config = RunConfig.from_stored(info.config)
                 loop = open_loop(run_id, config, store, db_path, table_path,
                                  llm=lambda: self.llm(config, _log_dir(db_path)))
                 self.adopt(db_path, run_id, loop)

@@ -63,6 +63,10 @@ PARALLEL = "parallel evaluation (stored with the run; resume uses it)"
 APPROVAL = "approval (a person approves each batch before it is evaluated)"
 
 
+# Defaults of fields added after runs were stored with the behaviour of another value (RunConfig.from_stored).
+STORED_BEFORE: dict[str, Any] = {"ranker_pool": "subspace"}
+
+
 class RunConfig(BaseModel):
     """Everything that defines a search; stored with the run."""
 
@@ -139,6 +143,13 @@ class RunConfig(BaseModel):
         1, "the Navigator writes a new strategy every N rounds; in between, the Generator works from the latest "
         "one (fewer calls for a slow local model; a person's rejection or a fallback round always brings a new "
         "strategy)", group=LLM, ge=1, le=20, metavar="N")
+    ranker_pool: Literal["learned", "subspace"] = spec_field(
+        "learned", "lmsearcher with an LLM: the pools the LLM ranks: learned (the learned ranker's best unseen "
+        "candidates, shown in a shuffled order) or subspace (LM-Searcher's own pruning-based subspace samples)",
+        group=LLM)
+    ranker_pool_size: int | None = spec_field(
+        None, "candidates in each pool the LLM ranks (default: 10 for subspace pools, 5 for learned ones)",
+        group=LLM, ge=2, le=50, metavar="N")
     llm_options: dict[str, Any] = spec_field(
         help="further role options by API: {'generator.temperature': 0.2, ...} (never a key)", faces=("api",),
         default_factory=dict)
@@ -176,6 +187,12 @@ class RunConfig(BaseModel):
                     data[new] = options.pop(old)
             data["llm_options"] = options
         return data
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> "RunConfig":
+        """A run's stored config. A field the run was stored without keeps the behaviour the run started with,
+        where its default has changed since: ``ranker_pool`` was LM-Searcher's subspace pools before it existed."""
+        return cls.model_validate({**STORED_BEFORE, **data})
 
     @field_validator("approval", mode="before")
     @classmethod

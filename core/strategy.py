@@ -70,6 +70,8 @@ class RoundContext:
     tools: Any = None  # LangChain tools an LLM role may call (None or empty: the direct path)
     tool_rounds: int = 0  # tool rounds a role may take this turn before it must answer
     navigate_every: int = 1  # an LLM Navigator writes a new strategy every N rounds (RunConfig.navigate_every)
+    ranker_pool: str = "learned"  # where an LLM ranker's pools come from (RunConfig.ranker_pool)
+    ranker_pool_size: int | None = None  # candidates per LLM-ranked pool (None: the strategy's default)
     conversation: list[Any] | None = None  # a turn in progress: messages so far, tool results last
     objectives: Objectives | None = None  # two or three objectives: a Pareto front is searched (None: one)
     hv_reference: tuple[float, ...] | None = None  # the user's hypervolume reference point (metric units)

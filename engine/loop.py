@@ -246,6 +246,8 @@ class SearchLoop:
             tools=tools,
             tool_rounds=self.config.tool_rounds,
             navigate_every=self.config.navigate_every,
+            ranker_pool=self.config.ranker_pool,
+            ranker_pool_size=self.config.ranker_pool_size,
             conversation=list(state.get("conversation") or []) or None,
             objectives=self.objectives if self.multi_objective else None,
             hv_reference=tuple(self.config.hv_reference) if self.config.hv_reference else None,

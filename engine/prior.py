@@ -37,7 +37,7 @@ def load_prior(config: RunConfig, run_id: str, evaluator: Evaluator, is_legal, s
         info = store.get_run(ref)
         if info is None:
             raise UserError(f"prior run '{ref}' is unknown; 'collm-nas runs' lists the runs, or use table:COLUMN")
-        other = RunConfig.model_validate(info.config)
+        other = RunConfig.from_stored(info.config)
         if ref == run_id or (other.space, other.evaluator, other.dataset, other.metric) == (
                 config.space, config.evaluator, config.dataset, evaluator.searched_metric):
             raise UserError(f"prior run '{ref}' searched the same task as this run; a prior must come from "

@@ -142,3 +142,29 @@ def test_a_search_in_tool_mode_on_the_real_model(tmp_path, table_path):
     assert summary["modes"] == {"navigator": ["tools"], "generator": ["tools"]}
     assert summary["calls"] >= 4
     assert summary["tool_rounds"] <= 2 * 2 * 2  # bounded: two roles, two rounds, two tool rounds each at most
+
+
+def test_the_real_model_ranks_the_learned_rankers_best_candidates(tmp_path, table_path, monkeypatch):
+    """lmsearcher --ranker-pool learned on SmolLM2: every ranked round is the model's answer, held by the pool
+    grammar to the learned ranker's best five, and the evaluated code is that answer."""
+    import collm_nas.agents.lmsearcher as lmsearcher
+
+    rankings: list[list[str]] = []
+    real = lmsearcher.learned_ranking
+
+    def recorded(ctx, pool, acquisition="ei"):
+        rankings.append(real(ctx, pool, acquisition))
+        return rankings[-1]
+
+    monkeypatch.setattr(lmsearcher, "learned_ranking", recorded)
+    ws = Workspace(tmp_path / "runs", table_path=table_path)
+    result = ws.search(space="nb201", dataset="cifar100", strategy="lmsearcher", llm="local", ranker_pool="learned",
+                       budget=14, seed=0, run_id="narrowed")
+    assert result.status == "finished" and result.evaluations == 14 and len(rankings) == 4
+    run = ws.run("narrowed")
+    summary = run.llm_summary()
+    assert summary["modes"] == {"ranker": ["grammar"]} and summary["failed_calls"] == 0
+    assert summary["llm_rounds"] == summary["wanted_rounds"] == 4 and summary["completion_tokens"] > 0
+    late = [t.ncode for t in run.trials()][10:]
+    assert all(code in ranking[:5] for code, ranking in zip(late, rankings))
+    assert all("llm on learned pools ranker" in r["strategy"] for r in run.rounds() if r["round"] > 10)

@@ -75,13 +75,64 @@ def test_lmsearcher_with_an_llm_ranker_and_answers_outside_the_pool(ws: Workspac
         monkeypatch.setenv("COLLM_NAS_LLM_DECODING", "text")
         monkeypatch.setenv("COLLM_NAS_LLM_RETRY_INITIAL_WAIT_S", "0.01")
         result = ws.search(dataset="cifar100", strategy="lmsearcher", llm="endpoint", budget=20, seed=0,
-                           run_id="llm-rank")
+                           ranker_pool="subspace", run_id="llm-rank")
         bodies = server.chat_bodies
     assert result.evaluations == 20
     assert bodies and all(len(_pool_of(b)) == 10 for b in bodies)
     summary = ws.run("llm-rank").llm_summary()
     assert summary["modes"] == {"ranker": ["text"]} and summary["calls"] == len(bodies)
     assert ws.run("llm-rank").rounds()[-1]["llm"]["calls"] >= 1
+
+
+def test_the_llm_ranks_the_learned_rankers_best_candidates_shuffled(ws: Workspace, monkeypatch) -> None:
+    """ranker_pool=learned (the default): each pool the model sees is the learned ranker's next best unseen
+    candidates, in an order that is not the ranker's, and the model's pick (here always the last shown) is what
+    gets evaluated."""
+    import collm_nas.agents.lmsearcher as lmsearcher
+
+    rankings: list[list[str]] = []
+    real = lmsearcher.learned_ranking
+
+    def recorded(ctx, pool, acquisition="ei"):
+        out = real(ctx, pool, acquisition)
+        rankings.append(out)
+        return out
+
+    monkeypatch.setattr(lmsearcher, "learned_ranking", recorded)
+    picks: list[str] = []
+
+    def answer(request: dict) -> Reply:
+        picks.append(_pool_of(request)[-1])
+        return Reply.text(f'{{"code": "{picks[-1]}"}}')
+
+    with FakeOpenAIServer(default=Reply.dynamic(answer)) as server:
+        monkeypatch.setenv("COLLM_NAS_LLM_BASE_URL", server.base_url)
+        monkeypatch.setenv("COLLM_NAS_LLM_DECODING", "text")
+        result = ws.search(dataset="cifar10", strategy="lmsearcher", llm="endpoint", budget=22, seed=3,
+                           run_id="narrowed")
+        pools = [_pool_of(b) for b in server.chat_bodies]
+    assert result.evaluations == 22 and len(pools) == 12 == len(rankings)  # one ranked round after 10 random
+    for pool, ranking in zip(pools, rankings):
+        assert len(pool) == 5 and set(pool) == set(ranking[:5])
+    assert sum(pool != ranking[:5] for pool, ranking in zip(pools, rankings)) >= 6  # shuffled, not the GP's order
+    trials = ws.run("narrowed").trials()
+    assert [t.ncode for t in trials[10:]] == picks  # the model's picks, not the learned ranker's first
+    assert sum(p != r[0] for p, r in zip(picks, rankings)) >= 6
+    assert "llm on learned pools" in ws.run("narrowed").rounds()[-1]["strategy"]
+    assert ws.run("narrowed").config.ranker_pool == "learned"
+
+    # Two picks a round from pools of 3: the second pool is the best 3 of what the first pick left.
+    rankings.clear()
+    picks.clear()
+    with FakeOpenAIServer(default=Reply.dynamic(answer)) as server:
+        monkeypatch.setenv("COLLM_NAS_LLM_BASE_URL", server.base_url)
+        ws.search(dataset="cifar10", strategy="lmsearcher", llm="endpoint", budget=14, seed=3, batch_size=2,
+                  ranker_pool="learned", ranker_pool_size=3, run_id="narrower")
+        pools = [_pool_of(b) for b in server.chat_bodies]
+    assert [len(pool) for pool in pools] == [3, 3, 3, 3] and len(rankings) == 2
+    for r, ranking in enumerate(rankings):
+        first, second = pools[2 * r], pools[2 * r + 1]
+        assert set(first) == set(ranking[:3]) and set(second) == set(ranking[:4]) - {picks[2 * r]}
 
 
 @pytest.mark.e2e
@@ -133,3 +184,14 @@ def test_export_refuses_unfinished_runs_and_plot_writes_a_png(ws: Workspace, tmp
                            timeout=120)
     assert drawn.returncode == 0, drawn.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_runs_stored_before_ranker_pool_existed_keep_the_subspace_pools() -> None:
+    from collm_nas.core.config import RunConfig
+
+    new = RunConfig(strategy="lmsearcher", llm="local")
+    assert new.ranker_pool == "learned"
+    stored = new.model_dump()
+    assert RunConfig.from_stored(stored).ranker_pool == "learned"  # a run stored with the field keeps its value
+    del stored["ranker_pool"]
+    assert RunConfig.from_stored(stored).ranker_pool == "subspace"  # one stored before it: what it ran with
