@@ -8,7 +8,7 @@ and each strategy once more with ``--llm none``: exactly what it falls back on (
 of ranking LM-Searcher's pruning-sampled pools of ten. Random search beside them. One protocol per
 strategy for all its rows: ``collm`` and ``hybrid`` propose 10 architectures a round with a new plan every 4
 rounds (the configuration that keeps a 100-evaluation Qwen search near 10 minutes on 2 cores,
-``benchmarks/collm_speed.py``); ``lmsearcher`` runs its defaults.
+``benchmarks/collm_speed.py``); ``lmsearcher`` runs its defaults with the pools each row names.
 
 Scoring counts the optimum's whole network (NAS-Bench-201 writes one network with several codes): a search
 found it when it evaluated any code of the network that is best by the searched metric. Per row and dataset:
@@ -195,9 +195,7 @@ def median_evals(recs: list[dict], budget: int) -> str:
     """Median evaluations to the optimum over all seeds; a miss counts as more than the budget."""
     if not recs:
         return "–"
-    ordered = sorted(r["found_at"] if r["found_at"] is not None else budget + 1 for r in recs)
-    mid = len(ordered) // 2
-    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    median = statistics.median(r["found_at"] if r["found_at"] is not None else budget + 1 for r in recs)
     return f"> {budget}" if median > budget else f"{median:g}"
 
 
