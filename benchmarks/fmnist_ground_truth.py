@@ -10,6 +10,8 @@ collm-nas runs of the ``codes:PATH`` strategy, then writes the table
     python benchmarks/fmnist_ground_truth.py            # start or resume the runs, then export the CSV
     python benchmarks/fmnist_ground_truth.py --export   # export what the runs hold so far (no training)
     python benchmarks/fmnist_ground_truth.py --select   # (re)write the cell lists (needs the NB201 table)
+    python benchmarks/fmnist_ground_truth.py --select-heldout   # write the held-out list (needs it too)
+    python benchmarks/fmnist_ground_truth.py --heldout  # train the held-out cells, export their table
 
 Three runs, in this order, each resumable (a killed run resumes with
 ``collm-nas resume RUN_ID``, and this script does that for you) and never
@@ -18,6 +20,12 @@ trains a network twice:
 1. ``fmnist-gt-s0-paired``: seed 0, the first ``PAIRED`` cells;
 2. ``fmnist-gt-s1-paired``: seed 1, the same cells (seed-to-seed noise);
 3. ``fmnist-gt-s0-rest``: seed 0, the other cells.
+
+A fourth, ``fmnist-gt-s0-heldout`` (seed 0), trains ``HELDOUT`` more cells
+with the same schedule, none of them a network of the table's cells, into
+their own table (``benchmarks/fmnist_nb201_heldout.csv``, the same columns):
+cells no ranking choice was ever made on, to check a choice made on the
+table (``benchmarks/fmnist_supernet_tau.py --ground-truth`` that file).
 
 The cells (``benchmarks/fmnist_cells_paired.txt``, ``..._rest.txt``) are
 chosen once with ``--select``: legal cells spread over the quantiles of their
@@ -46,12 +54,15 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path("benchmarks")  # relative to ROOT: the runs store relative codes-file paths
 PAIRED_FILE = BENCH / "fmnist_cells_paired.txt"
 REST_FILE = BENCH / "fmnist_cells_rest.txt"
+HELDOUT_FILE = BENCH / "fmnist_cells_heldout.txt"
 CSV_FILE = BENCH / "fmnist_nb201_ground_truth.csv"
+HELDOUT_CSV = BENCH / "fmnist_nb201_heldout.csv"
 MD_FILE = BENCH / "fmnist_ground_truth.md"  # its figures block is rewritten by every export
 RUNS_DIR = Path(os.environ.get("FMNIST_GT_RUNS_DIR", "runs/fmnist-gt"))
 
 CELLS = 200  # cells in the table
 PAIRED = 60  # of them trained with two seeds
+HELDOUT = 60  # cells of the held-out table (one seed)
 # Known-poor (and one strong) cells, always included: all pooling, all skips, one op on the 0->3 edge only,
 # all 3x3 convolutions.
 FIXED = ("444444", "111111", "000100", "000400", "000200", "040004", "333333", "222222")
@@ -75,6 +86,7 @@ RUNS = (  # run id, run seed, codes file
     ("fmnist-gt-s1-paired", 1, PAIRED_FILE),
     ("fmnist-gt-s0-rest", 0, REST_FILE),
 )
+HELDOUT_RUN = ("fmnist-gt-s0-heldout", 0, HELDOUT_FILE)
 
 
 def cli(*args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess:
@@ -122,6 +134,40 @@ def select(seed: int = 0) -> None:
     print(f"wrote {len(chosen[:PAIRED])} cells to {PAIRED_FILE} and {len(chosen[PAIRED:])} to {REST_FILE}")
 
 
+def select_heldout(seed: int = 1) -> None:
+    """Write the held-out list: HELDOUT legal cells spread over the quantiles of NB201 CIFAR-10 validation
+    accuracy as the table's are, none of them a network of the table's cells (nor two of one network)."""
+    from collm_nas.core.settings import load_settings
+    from collm_nas.evaluators.nb201_table import load_table
+    from collm_nas.spaces.nb201 import NB201Space
+
+    table_path = load_settings().nb201_table
+    if not table_path:
+        raise SystemExit("--select-heldout needs the NB201 table: set COLLM_NAS_NB201_TABLE")
+    table = load_table(str(table_path))
+    space = NB201Space()
+    taken = {space.network_key(c) for c in read_codes(PAIRED_FILE) + read_codes(REST_FILE)}
+    legal = [c for c in table.rows if not space.format_problems(c) and not list(space.structural_problems(c))
+             and space.network_key(c) not in taken]
+    legal.sort(key=lambda c: (table.value(c, "cifar10_valid"), c))
+    rng = random.Random(seed)
+    chosen: list[str] = []
+    for i in range(HELDOUT):
+        lo, hi = (i * len(legal)) // HELDOUT, ((i + 1) * len(legal)) // HELDOUT
+        for _ in range(50):  # a seeded pick inside the slice, a network not chosen yet
+            pick = legal[rng.randrange(lo, max(lo + 1, hi))]
+            if space.network_key(pick) not in taken:
+                taken.add(space.network_key(pick))
+                chosen.append(pick)
+                break
+    rng.shuffle(chosen)
+    (ROOT / HELDOUT_FILE).write_text(
+        "# NB201 NCodes held out of the Fashion-MNIST ground truth (benchmarks/fmnist_ground_truth.py "
+        "--select-heldout);\n# legal cells spread over the quantiles of NB201 cifar10_valid, no network of "
+        "the table's cells; seeded order.\n# trained with seed 0\n" + "\n".join(chosen) + "\n")
+    print(f"wrote {len(chosen)} cells to {HELDOUT_FILE}")
+
+
 # ----------------------------------------------------------------------- runs
 def run_status(run_id: str) -> str | None:
     out = cli("runs", "--runs-dir", str(RUNS_DIR), "--json")
@@ -131,8 +177,8 @@ def run_status(run_id: str) -> str | None:
     return None
 
 
-def run_all() -> None:
-    for run_id, seed, codes in RUNS:
+def run_all(runs=RUNS) -> None:
+    for run_id, seed, codes in runs:
         status = run_status(run_id)
         if status == "finished":
             print(f"{run_id}: finished", flush=True)
@@ -181,16 +227,13 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
     return s / denom if denom else float("nan")
 
 
-def export() -> dict[str, float]:
-    """Write the CSV from the runs' successful trials; return summary figures."""
-    by_seed: dict[int, dict[str, dict[str, str]]] = {0: {}, 1: {}}
-    for run_id, seed, _ in RUNS:
-        for row in trials(run_id):
-            by_seed[seed][row["ncode"]] = row
-    order = read_codes(PAIRED_FILE) + read_codes(REST_FILE)
-    columns = ["arch", "fmnist_valid", "fmnist_test", "fmnist_train", "seeds", "fmnist_valid_seed0",
-               "fmnist_valid_seed1", "fmnist_test_seed0", "fmnist_test_seed1", "params_mb_fmnist",
-               "flops_m_fmnist", "train_s"]
+COLUMNS = ["arch", "fmnist_valid", "fmnist_test", "fmnist_train", "seeds", "fmnist_valid_seed0",
+           "fmnist_valid_seed1", "fmnist_test_seed0", "fmnist_test_seed1", "params_mb_fmnist",
+           "flops_m_fmnist", "train_s"]
+
+
+def table_lines(by_seed: dict[int, dict[str, dict[str, str]]], order: list[str]) -> list[dict[str, str]]:
+    """The CSV's rows for ``order``'s cells that have a result (the mean over the seeds trained)."""
     lines = []
     for code in order:
         rows = [by_seed[s][code] for s in (0, 1) if code in by_seed[s]]
@@ -206,10 +249,37 @@ def export() -> dict[str, float]:
             "params_mb_fmnist": f"{float(rows[0]['params_mb']):.6f}", "flops_m_fmnist": f"{float(rows[0]['flops_m']):.4f}",
             "train_s": f"{mean('train_s'):.1f}", "ncode": code,
         })
-    with open(ROOT / CSV_FILE, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    return lines
+
+
+def write_csv(path: Path, lines: list[dict[str, str]]) -> None:
+    with open(ROOT / path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(lines)
+
+
+def export_heldout() -> None:
+    """Write the held-out table from its run, when it holds anything."""
+    run_id, seed, codes = HELDOUT_RUN
+    by_seed: dict[int, dict[str, dict[str, str]]] = {0: {}, 1: {}}
+    for row in trials(run_id):
+        by_seed[seed][row["ncode"]] = row
+    lines = table_lines(by_seed, read_codes(codes)) if (ROOT / codes).is_file() else []
+    if lines:
+        write_csv(HELDOUT_CSV, lines)
+        print(f"wrote {HELDOUT_CSV}: {len(lines)} cells of {len(read_codes(codes))}", flush=True)
+
+
+def export() -> dict[str, float]:
+    """Write the CSV from the runs' successful trials; return summary figures."""
+    by_seed: dict[int, dict[str, dict[str, str]]] = {0: {}, 1: {}}
+    for run_id, seed, _ in RUNS:
+        for row in trials(run_id):
+            by_seed[seed][row["ncode"]] = row
+    order = read_codes(PAIRED_FILE) + read_codes(REST_FILE)
+    lines = table_lines(by_seed, order)
+    write_csv(CSV_FILE, lines)
     paired = [c for c in order if c in by_seed[0] and c in by_seed[1]]
     v0 = [float(by_seed[0][c]["valid_acc"]) for c in paired]
     v1 = [float(by_seed[1][c]["valid_acc"]) for c in paired]
@@ -270,11 +340,23 @@ def write_figures(figures: dict[str, float], lines: list[dict[str, str]], by_see
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--select", action="store_true", help="(re)write the cell lists from the NB201 table and stop")
+    p.add_argument("--select-heldout", action="store_true",
+                   help="write the held-out cell list from the NB201 table and stop")
+    p.add_argument("--heldout", action="store_true",
+                   help="train (or resume) the held-out cells and export their table only")
     p.add_argument("--export", action="store_true", help="only export the CSV from what the runs hold")
     args = p.parse_args(argv)
     os.chdir(ROOT)
     if args.select:
         select()
+        return
+    if args.select_heldout:
+        select_heldout()
+        return
+    if args.heldout:
+        if not args.export:
+            run_all((HELDOUT_RUN,))
+        export_heldout()
         return
     if not args.export:
         run_all()

@@ -19,7 +19,13 @@ reports:
 
 The zero-cost proxies (synflow, NASWOT, grad-norm and their mean rank) of the
 same cells on Fashion-MNIST images, and the parameter count, are rows beside
-them. Variants are resumable: each writes its own JSON file into
+them. So is the supernet evaluator's own blend (``--train-option
+blend=naswot``) of the ``--blend-variant`` supernet: its accuracy and the
+cell's NASWOT score, standardised on the evaluator's seeded reference cells,
+weighted alike (its NASWOT scores and reference go to ``blend-VARIANT.json``).
+``--ground-truth benchmarks/fmnist_nb201_heldout.csv`` scores the held-out
+cells instead (``fmnist_ground_truth.py --heldout``; none of them was looked at
+when a variant or the blend was chosen). Variants are resumable: each writes its own JSON file into
 ``--out-dir`` (per-cell scores, saved every 25 cells) and supernets go to the
 evaluator's cache (``RUNS_DIR/supernets``), so the supernet evaluator reuses
 them with the same options; two processes may run disjoint ``--variants``.
@@ -27,6 +33,8 @@ them with the same options; two processes may run disjoint ``--variants``.
     python benchmarks/fmnist_supernet_tau.py                              # every variant, then the table
     python benchmarks/fmnist_supernet_tau.py --variants spos-30 spos-100   # some of them
     python benchmarks/fmnist_supernet_tau.py --table-only                  # print what is measured
+    python benchmarks/fmnist_supernet_tau.py --variants spos-30-alldata \
+        --ground-truth benchmarks/fmnist_nb201_heldout.csv                 # the held-out cells
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from collm_nas.evaluators.proxies import PROXIES, ProxyConfig, proxy_scores
 from collm_nas.evaluators.ranking import kendall_tau, kendall_tau_null_se, ranks
 from collm_nas.evaluators.supernet import (
     SupernetConfig,
+    SupernetEvaluator,
     calibration_batches,
     evaluate_inherited,
     load_or_train_supernet,
@@ -89,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--table-only", action="store_true", help="print the table of what is measured; train nothing")
     p.add_argument("--ground-truth", type=Path, default=GROUND_TRUTH)
     p.add_argument("--data-dir", default=None, help="the Fashion-MNIST folder (default Debian's)")
+    p.add_argument("--blend-variant", default="spos-30-alldata", choices=list(VARIANTS),
+                   help="the supernet whose evaluator blend with NASWOT is a row (default %(default)s)")
     return p.parse_args(argv)
 
 
@@ -153,6 +164,31 @@ def measure_proxies(codes: list[str], data, out_dir: Path) -> dict:
     return record
 
 
+def measure_blend(name: str, codes: list[str], out_dir: Path, data_dir: str | None) -> dict:
+    """The evaluator's blend=naswot figures for ``name``'s supernet: its reference and every cell's NASWOT
+    score (the accuracy part is the variant's own inherited accuracy, which the evaluator computes alike)."""
+    path = out_dir / f"blend-{name}.json"
+    record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"naswot": {}}
+    todo = [c for c in codes if c not in record["naswot"]]
+    if not todo and "reference" in record:
+        return record
+    options = {**COMMON, **VARIANTS[name][1], "blend": "naswot"}
+    if data_dir:
+        options["data_dir"] = data_dir
+    evaluator = SupernetEvaluator(SPACES.resolve("nb201"), "fashion-mnist", options=options)
+    reference, measured = evaluator.blend_reference()
+    record["reference"] = reference.to_json()
+    print(f"blend of {name}: reference of {len(reference.codes)} cells "
+          f"{'measured' if measured else 'loaded'} ({reference.measure_s:.0f} s)", flush=True)
+    started = time.perf_counter()
+    for code in todo:
+        record["naswot"][code] = evaluator.naswot(code)
+    if todo:
+        record["naswot_s"] = (time.perf_counter() - started) / len(todo)
+    _save(path, record)
+    return record
+
+
 def top_overlap(scores: list[float], truth: list[float], k: int = 10) -> int:
     top = lambda values: set(np.argsort(-np.asarray(values), kind="mergesort")[:k].tolist())  # noqa: E731
     return len(top(scores) & top(truth))
@@ -162,24 +198,29 @@ def row(label: str, scores: list[float], codes: list[str], truth: dict[str, dict
     valid = [truth[c]["fmnist_valid"] for c in codes]
     paired = [i for i, c in enumerate(codes) if truth[c].get("seeds", 1) >= 2]
     picked = codes[int(np.argmax(scores))]
-    return (f"| {label} | {kendall_tau(scores, valid):.3f} | "
-            f"{kendall_tau([scores[i] for i in paired], [valid[i] for i in paired]):.3f} | "
+    tau_paired = (f"{kendall_tau([scores[i] for i in paired], [valid[i] for i in paired]):.3f}" if len(paired) > 1
+                  else "–")
+    return (f"| {label} | {kendall_tau(scores, valid):.3f} | {tau_paired} | "
             f"{top_overlap(scores, valid)} / 10 | {truth[picked]['fmnist_valid']:.2f} | {cost} |")
 
 
 def print_table(codes: list[str], truth: dict[str, dict[str, float]], records: dict[str, dict],
-                proxies: dict | None) -> None:
+                proxies: dict | None, blend: dict | None = None) -> None:
     valid = [truth[c]["fmnist_valid"] for c in codes]
     paired = [c for c in codes if truth[c].get("seeds", 1) >= 2]
-    seed_tau = kendall_tau([truth[c]["fmnist_valid_seed0"] for c in paired],
-                           [truth[c]["fmnist_valid_seed1"] for c in paired])
+    seed_tau = "–"
+    if len(paired) > 1:
+        tau = kendall_tau([truth[c]["fmnist_valid_seed0"] for c in paired],
+                          [truth[c]["fmnist_valid_seed1"] for c in paired])
+        seed_tau = f"{tau:.3f}"
     print(f"{len(codes)} ground-truth cells (best fmnist_valid {max(valid):.2f}%, median "
           f"{statistics.median(valid):.2f}%), {len(paired)} with two seeds; load average "
           f"{os.getloadavg()[0]:.1f}")
     print()
-    print("| ranking | tau, 200 cells | tau, 60 two-seed cells | top-10 overlap | truth of its best pick | cost |")
+    print(f"| ranking | tau, {len(codes)} cells | tau, {len(paired)} two-seed cells | top-10 overlap | "
+          "truth of its best pick | cost |")
     print("|---|---|---|---|---|---|")
-    print(f"| stand-alone training, seed 0 vs seed 1 (the ceiling) | – | {seed_tau:.3f} | – | – | "
+    print(f"| stand-alone training, seed 0 vs seed 1 (the ceiling) | – | {seed_tau} | – | – | "
           f"{statistics.mean(truth[c]['train_s'] for c in codes):.0f} s a cell |")
     measured = {}
     for name in VARIANTS:
@@ -189,6 +230,14 @@ def print_table(codes: list[str], truth: dict[str, dict[str, float]], records: d
         scores = measured[name] = [record["valid"][c] for c in codes]
         cost = f"{record['train_s']:.0f} s once ({record['epochs']} epochs) + {record['eval_s']:.2f} s a cell"
         print(row(f"`{name}`: {record['description']}", scores, codes, truth, cost))
+    if blend and blend.get("variant") in measured and all(c in blend["naswot"] for c in codes):
+        from collm_nas.evaluators.supernet_blend import BlendReference, blend_score
+
+        name, reference = blend["variant"], BlendReference.from_json(blend["reference"])
+        scores = [blend_score(records[name]["valid"][c], blend["naswot"][c], reference) for c in codes]
+        print(row(f"`{name}` and NASWOT, the evaluator's blend (`blend=naswot`: z-scores on "
+                  f"{len(reference.codes)} seeded reference cells, weighted alike)", scores, codes, truth,
+                  f"as `{name}` + {blend.get('naswot_s', 0.0):.2f} s a cell + {reference.measure_s:.0f} s once"))
     if proxies and len(proxies.get("scores", {})) >= len(codes):
         s = [proxies["scores"][c] for c in codes]
         if measured:  # the best supernet and the best proxy, each ranking half of the vote
@@ -202,8 +251,9 @@ def print_table(codes: list[str], truth: dict[str, dict[str, float]], records: d
         print(row("zero-cost vote (mean rank of the three)", list(vote), codes, truth, "as above"))
         print(row("parameters", [x["params"] for x in s], codes, truth, "free"))
     print()
+    paired_se = f" ({kendall_tau_null_se(len(paired)):.3f} for {len(paired)})" if len(paired) > 1 else ""
     print(f"Independent rankings of {len(codes)} cells give a tau with a standard deviation of "
-          f"{kendall_tau_null_se(len(codes)):.3f} ({kendall_tau_null_se(len(paired)):.3f} for {len(paired)}).")
+          f"{kendall_tau_null_se(len(codes)):.3f}{paired_se}.")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,13 +269,18 @@ def main(argv: list[str] | None = None) -> None:
             proxies = measure_proxies(codes, subset_train(data, COMMON["train_size"]), out_dir)
         for name in args.variants:
             records[name] = measure_variant(name, codes, data, out_dir)
+        if args.blend_variant in records:
+            measure_blend(args.blend_variant, codes, out_dir, args.data_dir)
     for name in VARIANTS:
         path = out_dir / f"{name}.json"
         if name not in records and path.is_file():
             records[name] = json.loads(path.read_text(encoding="utf-8"))
     if proxies is None and (out_dir / "proxies.json").is_file():
         proxies = json.loads((out_dir / "proxies.json").read_text(encoding="utf-8"))
-    print_table(codes, truth, records, proxies)
+    blend_file = out_dir / f"blend-{args.blend_variant}.json"
+    blend = ({**json.loads(blend_file.read_text(encoding="utf-8")), "variant": args.blend_variant}
+             if blend_file.is_file() else None)
+    print_table(codes, truth, records, proxies, blend)
 
 
 if __name__ == "__main__":

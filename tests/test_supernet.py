@@ -267,3 +267,56 @@ def test_cli_searches_and_an_approved_run_share_one_supernet(tmp_path: Path) -> 
     assert not any("supernet_train_s" in t.cost for t in second)
     assert "supernet_load_s" in second[0].cost
     assert cached.stat().st_mtime_ns == stamp and len(list((runs / "supernets").glob("*.pt"))) == 1
+
+
+def test_the_naswot_blend_is_the_mean_of_two_z_scores_on_a_cached_reference(tmp_path: Path) -> None:
+    """blend=naswot: each candidate's inherited accuracy and NASWOT score, standardised on seeded reference
+    cells measured once (and kept beside the supernet), weighted alike; the same in another evaluator."""
+    from collm_nas.evaluators.supernet_blend import BlendReference, blend_score, reference_codes
+
+    space = SPACES.resolve("nb201")
+    options = {**TINY, "epochs": 1, "cache_dir": str(tmp_path), "blend": "naswot", "blend_reference": 5}
+    first = EVALUATORS.resolve("supernet", space, dataset="digits", options=options)
+    assert first.searched_metric == "blend" and "NASWOT" in first.metric_note
+    a, b = first.evaluate(["333132", "101300"])
+    assert a.status == b.status == "ok"
+    assert a.cost["blend_reference_s"] > 0 and "blend_reference_s" not in b.cost  # the first evaluation pays
+    [file] = tmp_path.glob("*.blend-*.json")
+    reference = BlendReference.from_json(json.loads(file.read_text()))
+    assert list(reference.codes) == reference_codes(space, 5, 0) and len(set(reference.codes)) == 5
+    assert reference.valid_sd > 0 and reference.proxy_sd > 0
+    for trial in (a, b):
+        m = trial.metrics
+        assert m["blend"] == pytest.approx(((m["valid_acc"] - reference.valid_mean) / reference.valid_sd
+                                            + (m["naswot"] - reference.proxy_mean) / reference.proxy_sd) / 2)
+        assert m["naswot"] == pytest.approx(first.naswot(trial.ncode))  # the untrained network's score
+    # NASWOT here is the proxy evaluator's score of the same network, width and seed
+    proxy = EVALUATORS.resolve("proxy", space, dataset="digits",
+                               options={"channels": 4, "cells": 1, "device": "cpu", "threads": 1})
+    assert proxy.evaluate(["101300"])[0].metrics["naswot"] == pytest.approx(b.metrics["naswot"])
+
+    stamp = file.stat().st_mtime_ns
+    second = EVALUATORS.resolve("supernet", space, dataset="digits", options=options)
+    [again] = second.evaluate(["101300"])
+    assert "blend_reference_s" not in again.cost and file.stat().st_mtime_ns == stamp  # read, not measured
+    assert again.metrics["blend"] == b.metrics["blend"]
+    # the plain evaluator of the same supernet searches valid_acc and records no blend
+    plain = EVALUATORS.resolve("supernet", space, dataset="digits", options={**options, "blend": "none"})
+    [same] = plain.evaluate(["101300"])
+    assert plain.searched_metric == "valid_acc" and "blend" not in same.metrics
+    assert same.metrics["valid_acc"] == b.metrics["valid_acc"]
+    assert blend_score(reference.valid_mean, reference.proxy_mean, reference) == 0.0
+
+
+def test_bad_blend_options_are_one_line(tmp_path: Path) -> None:
+    from collm_nas.evaluators.supernet_blend import load_or_measure_reference
+
+    space = SPACES.resolve("nb201")
+    for options, message in (({"blend": "synflow"}, "blend must be none or naswot"),
+                             ({"blend": "naswot", "blend_reference": 1}, "at least 2 cells")):
+        with pytest.raises(UserError, match=message):
+            EVALUATORS.resolve("supernet", space, dataset="digits", options=options)
+    with pytest.raises(UserError, match="needs the supernet option blend=naswot"):
+        EVALUATORS.resolve("supernet", space, dataset="digits", metric="blend")
+    with pytest.raises(UserError, match="same accuracy"):
+        load_or_measure_reference(None, ["333132", "101300"], lambda code: 50.0, lambda code: float(len(code)))
