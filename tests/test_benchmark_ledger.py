@@ -52,6 +52,14 @@ def test_the_ledger_outlives_the_runs_folder(tmp_path: Path, table_path: str, ll
     assert "random 4 of 5" in out and "[1/" not in out
     assert len(ledger.read_text().splitlines()) == 4
 
+    # --collect ledgers what a sitting of the old script left finished in the runs folder, and runs nothing
+    lost = ledger.read_text().splitlines()
+    ledger.write_text("\n".join(lost[:3]) + "\n")  # seed 3's record is missing; its run is finished
+    llm_strategies.main([*common, "--seeds", "6", "--collect"])
+    out = capsys.readouterr().out
+    assert "ledgered random-cifar10-b8-s3" in out and "[1/" not in out and "random 4 of 6" in out
+    assert [json.loads(line)["seed"] for line in ledger.read_text().splitlines()] == [0, 1, 2, 3]
+
 
 def test_a_damaged_ledger_line_is_named(tmp_path: Path, llm_strategies) -> None:
     ledger = tmp_path / "ledger.jsonl"
