@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import time
 from datetime import datetime, timezone
@@ -155,6 +156,17 @@ def jobs(args: argparse.Namespace, first_seed: int = 0) -> list[tuple[str, str, 
 LedgerKey = tuple[str, str, int, int]  # row, dataset, seed, budget
 
 
+def cpu_model() -> str:
+    """The CPU's model name (searches' seconds compare only on one kind of machine)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def read_ledger(path: Path) -> dict[LedgerKey, dict]:
     """The ledger's records by (row, dataset, seed, budget); a later line for the same search wins."""
     out: dict[LedgerKey, dict] = {}
@@ -219,7 +231,7 @@ def record(ws: Workspace, space: NB201Space, optimum: dict[str, str], row: str, 
     llm = result.llm or {}
     return {
         "row": row, "dataset": dataset, "seed": seed, "budget": budget, "run_id": run_id,
-        "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
+        "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "cpu": cpu_model(),
         "evaluations": len(trials),
         "found_at": keys.index(optimum[dataset]) + 1 if optimum[dataset] in keys else None,
         "reported": result.best.metrics.get(result.reported_metric) if result.best else None,
@@ -341,8 +353,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nNAS-Bench-201, {args.budget} evaluations a search, seeds per row: "
           + ", ".join(f"{row} {len({r['seed'] for r in records if r['row'] == row})} of {args.seeds_of[row]}"
                       for row in args.rows)
-          + f" (ledger {args.ledger.name}; CPUs where measured: "
-          + (", ".join(str(c) for c in sorted({r.get("cpus") for r in records}, key=str)) or "-") + ")")
+          + f" (ledger {args.ledger.name}; measured on: "
+          + ("; ".join(f"{r.get('cpus')} x {r.get('cpu', '?')}" for r in
+                       {(r.get("cpus"), r.get("cpu")): r for r in records}.values()) or "-") + ")")
     print("found: seeds that evaluated a code of the optimum's network; median evals over all seeds (a miss "
           f"counts as > {args.budget}); acc: mean reported test accuracy (%) of the best architecture found; "
           "s / search: the searches that ran in one sitting (a resumed one's time is not known)\n")

@@ -49,7 +49,7 @@ def test_the_ledger_outlives_the_runs_folder(tmp_path: Path, table_path: str, ll
     assert "[1/1] random-cifar10-b8-s3" in capsys.readouterr().out
     llm_strategies.main([*common, "--seeds", "5", "--report"])
     out = capsys.readouterr().out
-    assert "random 4 of 5" in out and "[1/" not in out
+    assert "random 4 of 5" in out and "[1/" not in out and "measured on: " in out
     assert len(ledger.read_text().splitlines()) == 4
 
     # --collect ledgers what a sitting of the old script left finished in the runs folder, and runs nothing
