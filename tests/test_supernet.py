@@ -268,6 +268,24 @@ def test_cli_searches_and_an_approved_run_share_one_supernet(tmp_path: Path) -> 
     assert "supernet_load_s" in second[0].cost
     assert cached.stat().st_mtime_ns == stamp and len(list((runs / "supernets").glob("*.pt"))) == 1
 
+    # Blended with NASWOT, the same supernet: the search ranks by blend, its best is the best blend, and the
+    # reference is measured once, beside the supernet; a resumed or later search reads it.
+    blended = _cli("search", "--space", "nb201", "--evaluator", "supernet", "--strategy", "random", "--budget", "5",
+                   "--seed", "2", "--run-id", "sn3", *options, "--train-option", "blend=naswot",
+                   "--train-option", "blend_reference=4", "--json", env=env)
+    assert blended.returncode == 0, blended.stderr
+    data = json.loads(blended.stdout)
+    assert data["status"] == "finished" and data["searched_metric"] == "blend"
+    third = Workspace(runs).run("sn3").trials()
+    assert all({"blend", "naswot", "valid_acc"} <= set(t.metrics) for t in third)
+    assert sum("blend_reference_s" in t.cost for t in third) == 1
+    assert data["best"]["ncode"] == max(third, key=lambda t: t.metrics["blend"]).ncode
+    [reference] = list((runs / "supernets").glob("*.blend-*.json"))
+    assert cached.stat().st_mtime_ns == stamp and len(list((runs / "supernets").glob("*.pt"))) == 1
+    wrong = _cli("search", "--space", "nb201", "--evaluator", "supernet", "--budget", "2", "--metric", "blend",
+                 *options, env=env)
+    assert wrong.returncode == 2 and "blend=naswot" in wrong.stderr and "Traceback" not in wrong.stderr
+
 
 def test_the_naswot_blend_is_the_mean_of_two_z_scores_on_a_cached_reference(tmp_path: Path) -> None:
     """blend=naswot: each candidate's inherited accuracy and NASWOT score, standardised on seeded reference
