@@ -231,7 +231,10 @@ def record(ws: Workspace, space: NB201Space, optimum: dict[str, str], row: str, 
     llm = result.llm or {}
     return {
         "row": row, "dataset": dataset, "seed": seed, "budget": budget, "run_id": run_id,
-        "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "cpu": cpu_model(),
+        # The day the search started; the machine is the one writing the record (the one it ran on, since a
+        # runs folder does not move between machines).
+        "measured": datetime.fromtimestamp(run.info.created_at, timezone.utc).strftime("%Y-%m-%d"),
+        "cpus": os.cpu_count(), "cpu": cpu_model(),
         "evaluations": len(trials),
         "found_at": keys.index(optimum[dataset]) + 1 if optimum[dataset] in keys else None,
         "reported": result.best.metrics.get(result.reported_metric) if result.best else None,
