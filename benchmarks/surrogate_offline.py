@@ -90,6 +90,8 @@ def thompson_pick(ranker: LearnedRanker, candidates: list[str], pool: int, gener
             break
         except RuntimeError:
             continue
+    else:  # no jitter made the posterior factorisable: fall back to the expected improvement's order
+        return ranked[0]
     draw = mean + L @ torch.randn(len(ranked), generator=generator, dtype=cov.dtype)
     return ranked[int(torch.argmax(draw))]
 

@@ -35,7 +35,8 @@ from typing import Any
 
 from collm_nas.core.errors import UserError
 
-__all__ = ["BLENDS", "BlendReference", "blend_score", "load_or_measure_reference", "reference_codes"]
+__all__ = ["BLENDS", "BlendReference", "blend_score", "load_or_measure_reference", "reference_codes",
+           "reference_path"]
 
 BLENDS = ("none", "naswot")  # what the supernet's accuracy may be blended with
 _FORMAT = 1  # bump when the reference's measurement changes: old files are not reused
