@@ -195,7 +195,9 @@ class RankingNavigator(Navigator):
     def navigate(self, ctx: RoundContext) -> Strategy:
         ok = [t for t in ctx.history.trials() if t.ok]
         prior = ctx.prior
-        if len(ok) < self.initial and prior is None:
+        # A prior lets one objective be ranked from the first round; several objectives need trials first (the
+        # focus point and the front come from them).
+        if len(ok) < self.initial and (prior is None or ctx.multi_objective):
             return Strategy(summary=f"random initial trials ({len(ok)}/{self.initial})", plan={"phase": "init", "llm": "not needed"})
         rng = ctx.rng("navigator")
         seen = ctx.seen_codes()  # with every code of an evaluated network, where the run evaluates each once

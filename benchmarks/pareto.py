@@ -16,6 +16,7 @@ them to count). Per pair (or triple) and strategy it prints:
     python benchmarks/pareto.py --seeds 20 --budget 100 --strategies random rea local lmsearcher
     python benchmarks/pareto.py --with-peers   # also Optuna's samplers (optuna-tpe, -gp, -nsga2, -random)
     python benchmarks/pareto.py --pairs c10-pixel3-params --seeds 10 --with-peers   # three objectives
+    python benchmarks/pareto.py --strategies lmsearcher --with-prior proxy:naswot   # also warm-started
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ PAIRS = {
 }
 TWO_OBJECTIVES = ("c10-pixel3", "in16-eyeriss", "c100-params")  # the default ones
 MULTI_OBJECTIVE = ("random", "rea", "local", "lmsearcher")
+PRIOR_STRATEGIES = ("lmsearcher",)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,11 +61,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--table", default=None, help="nb201.csv.gz (default: settings)")
     p.add_argument("--out", type=Path, default=None, help="write every search's figures as JSON")
     p.add_argument("--plot", type=Path, default=None, help="PNG: the true front and seed 0's fronts, first pair")
+    p.add_argument("--with-prior", metavar="PRIOR", default=None,
+                   help="also run the strategies that take a prior (lmsearcher) warm-started from PRIOR, e.g. "
+                        "proxy:naswot (no table value of any dataset); a row of its own, named STRATEGY+PRIOR")
+    p.add_argument("--same-networks", choices=["skip", "evaluate"], default="skip",
+                   help="codes of one network: skip (each network evaluated once, the default) or evaluate")
     p.add_argument("--with-peers", action="store_true",
                    help=f"also run the other libraries' searches ({', '.join(peer_names())}), one row each")
     args = p.parse_args(argv)
     if args.with_peers:
         args.strategies += [s for s in peer_names() if s not in args.strategies]
+    if args.with_prior:
+        args.strategies += [f"{s}+{args.with_prior}" for s in args.strategies if s in PRIOR_STRATEGIES]
     args.table = Settings().table_path(args.table)
     return args
 
@@ -85,16 +94,18 @@ def true_front(table_path: str, pair: str) -> dict:
 
 def run_chunk(task: tuple) -> list[dict]:
     """One worker: its own Workspace (own SQLite file), its share of the searches."""
-    runs_dir, table_path, llm, fronts, jobs = task
+    runs_dir, table_path, llm, same_networks, fronts, jobs = task
     ws = Workspace(runs_dir, table_path=table_path)
     records = []
     for strategy, pair, seed, budget in jobs:
         truth = fronts[pair]
         objectives = Objectives.parse(truth["objectives"])
         started = time.perf_counter()
-        run_id = f"{strategy}-{pair}-s{seed}"
-        ws.search(space="nb201", dataset=PAIRS[pair][0], strategy=strategy, budget=budget, seed=seed,
-                  run_id=run_id, llm=llm, objectives=truth["objectives"])
+        run_id = f"{strategy}-{pair}-s{seed}".replace("+", "-").replace(":", "-")
+        name, _, prior = strategy.partition("+")
+        ws.search(space="nb201", dataset=PAIRS[pair][0], strategy=name, budget=budget, seed=seed,
+                  run_id=run_id, llm=llm, objectives=truth["objectives"], prior=[prior] if prior else [],
+                  same_networks=same_networks)
         wall = time.perf_counter() - started
         trials = ws.run(run_id).trials()
         records.append({"strategy": strategy, "pair": pair, "seed": seed, "wall_s": wall,
@@ -121,7 +132,8 @@ def front_figures(trials: list[Trial], objectives: Objectives, truth: dict) -> d
 def run_all(args: argparse.Namespace, fronts: dict, root: Path) -> list[dict]:
     jobs = [(s, p, seed, args.budget) for p in args.pairs for s in args.strategies for seed in range(args.seeds)]
     workers = max(1, min(args.workers, len(jobs)))
-    tasks = [(str(root / f"worker{i}"), args.table, args.llm, fronts, jobs[i::workers]) for i in range(workers)]
+    tasks = [(str(root / f"worker{i}"), args.table, args.llm, args.same_networks, fronts, jobs[i::workers])
+             for i in range(workers)]
     if workers == 1:
         return run_chunk(tasks[0])
     with mp.get_context("spawn").Pool(workers) as pool:
@@ -167,9 +179,10 @@ def plot(path: Path, table_path: str, pair: str, fronts: dict, root: Path, strat
     for s in strategies:
         for worker in sorted(root.glob("worker*")):
             ws = Workspace(worker)
-            if ws.store.get_run(f"{s}-{pair}-s0") is None:
+            run_id = f"{s}-{pair}-s0".replace("+", "-").replace(":", "-")
+            if ws.store.get_run(run_id) is None:
                 continue
-            front = objectives.front(ws.run(f"{s}-{pair}-s0").trials())
+            front = objectives.front(ws.run(run_id).trials())
             pts = sorted((t.metrics[cost], t.metrics[accuracy]) for t in front)
             ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", markersize=3, linewidth=1, label=s)
     ref_acc, ref_cost = fronts[pair]["reference"]

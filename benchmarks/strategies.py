@@ -13,6 +13,8 @@ directory. Per (strategy, dataset) it reports:
     python benchmarks/strategies.py --seeds 20 --budget 100 --out strategies.json
     python benchmarks/strategies.py --strategies random rea local optuna-tpe optuna-gp   # beside Optuna's samplers
     python benchmarks/strategies.py --with-peers   # ours and every peer (optuna-*: the optuna extra)
+    python benchmarks/strategies.py --strategies lmsearcher --with-prior --prior-for imagenet16=proxy:naswot \
+        --runs-dir runs/bench-strategies   # kept: run it again after an interruption and it goes on
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--table", default=None,
                    help="nb201.csv.gz (default: $COLLM_NAS_NB201_TABLE or the settings default)")
     p.add_argument("--out", type=Path, default=None, help="write the summary and every search as JSON")
+    p.add_argument("--runs-dir", type=Path, default=None,
+                   help="keep the runs and each finished search's record here; run again, the same command goes on "
+                        "where it stopped (default: a temporary folder, removed at the end)")
     p.add_argument("--plot", type=Path, default=None,
                    help="write best-so-far test accuracy against evaluations (mean and min-max over seeds) as PNG")
     p.add_argument("--with-prior", action="store_true",
@@ -91,13 +96,28 @@ def run_chunk(task: tuple[str, str, int | None, str, list[tuple[str, str, int, i
     """One worker: its own Workspace (own SQLite file), its share of the searches."""
     runs_dir, table_path, batch_size, llm, jobs = task
     ws = Workspace(runs_dir, table_path=table_path)
+    done_dir = Path(runs_dir).parent / "records"
+    done_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for label, dataset, seed, budget, prior in jobs:
         strategy = label.split("+")[0]
+        # The run's id names what it searched: a kept runs folder must never answer for another prior.
+        run_id = f"{label.replace('+', '-')}-{dataset}-s{seed}-b{budget}"
+        if prior:
+            run_id += "-" + "".join(c if c.isalnum() else "-" for c in prior)
+        done = done_dir / f"{run_id}.json"
+        if done.exists():  # finished in an earlier invocation
+            records.append(json.loads(done.read_text()))
+            continue
         started = time.perf_counter()
-        run_id = f"{label.replace('+', '-')}-{dataset}-s{seed}"
-        r = ws.search(space="nb201", dataset=dataset, strategy=strategy, budget=budget, seed=seed,
-                      batch_size=batch_size, run_id=run_id, llm=llm, prior=[prior] if prior else [])
+        info = ws.store.get_run(run_id)
+        if info is not None and info.status == "finished":  # finished, its record not written yet
+            r = ws.result(run_id)
+        elif info is not None:  # cut off in an earlier invocation: it goes on, nothing repeated
+            r = ws.resume(run_id)
+        else:
+            r = ws.search(space="nb201", dataset=dataset, strategy=strategy, budget=budget, seed=seed,
+                          batch_size=batch_size, run_id=run_id, llm=llm, prior=[prior] if prior else [])
         wall = time.perf_counter() - started
         curve = best_so_far(ws.run(run_id).trials(), r.config.get("mode", "max"), r.reported_metric)
         records.append({
@@ -108,6 +128,7 @@ def run_chunk(task: tuple[str, str, int | None, str, list[tuple[str, str, int, i
             "reported": r.best.metrics.get(r.reported_metric) if r.best else None,
             "found_at": r.found_at, "wall_s": wall, "curve": curve,
         })
+        done.write_text(json.dumps(records[-1]))
     return records
 
 
@@ -172,8 +193,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     best = space_best(args.table, args.datasets)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="collm-nas-bench-") as tmp:
-        records = run_all(args, Path(tmp))
+    if args.runs_dir is not None:
+        records = run_all(args, args.runs_dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="collm-nas-bench-") as tmp:
+            records = run_all(args, Path(tmp))
     total = time.perf_counter() - started
     summary = summarise(records, best)
     print(f"NAS-Bench-201, budget {args.budget}, {args.seeds} seeds, batch size "

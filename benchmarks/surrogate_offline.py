@@ -20,9 +20,10 @@ Variants (repeat ``--variant``) say what the ranker sees and how it is fitted:
   table column (never the target's own);
 * ``features+naswot``: as ``features``, warm-started from a zero-cost proxy
   instead: NASWOT of every network of the space, untrained, C=8, N=1, on one
-  minibatch of 32 digits images (no table value of any dataset). The scores
-  are computed once (about 0.04 s a network on one core, 4,929 networks) and
-  kept in ``--proxy-scores``.
+  minibatch of 32 digits images (no table value of any dataset): what
+  ``--prior proxy:naswot`` gives a search, from the same per-machine cache
+  (``COLLM_NAS_CACHE_DIR``; computed when missing, about 0.04 s a network on
+  one core, 4,929 networks).
 
 ``--acquisition ts`` is Thompson sampling, measured here only (the strategy
 has no such option): one joint draw from the GP posterior over the
@@ -41,9 +42,6 @@ than the budget), and the mean seconds per search (to the find or the end).
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
 import random
 import statistics
 import time
@@ -51,7 +49,9 @@ import time
 import torch
 
 from collm_nas.agents.surrogate import LearnedRanker
+from collm_nas.core import load_settings
 from collm_nas.evaluators.nb201_table import DATASETS, load_table
+from collm_nas.evaluators.proxy_prior import proxy_prior
 from collm_nas.spaces import SPACES
 from collm_nas.tools.validity import ValidityChecker
 
@@ -105,28 +105,6 @@ def thompson_pick(ranker: LearnedRanker, candidates: list[str], pool: int, gener
     return ranked[int(torch.argmax(draw))]
 
 
-def proxy_scores_of_space(space, legal: list[str], path: str) -> dict[str, float]:
-    """NASWOT of each legal code's network (C=8, N=1, 32 digits images, seed 0), computed once and kept in ``path``."""
-    if not os.path.exists(path):
-        from collm_nas.evaluators.datasets import load_dataset
-        from collm_nas.evaluators.proxies import ProxyConfig, proxy_scores
-
-        data, config = load_dataset("digits"), ProxyConfig(channels=8, cells=1, batch_size=32)
-        first: dict[str, str] = {}
-        for code in legal:
-            first.setdefault(space.network_key(code), code)
-        started = time.perf_counter()
-        by_network = {key: proxy_scores(code, data, config) for key, code in first.items()}
-        print(f"NASWOT of {len(by_network)} networks in {time.perf_counter() - started:.0f} s", flush=True)
-        with open(path + ".tmp", "w") as fh:
-            json.dump({code: by_network[space.network_key(code)] for code in legal}, fh)
-        os.replace(path + ".tmp", path)
-    with open(path) as fh:
-        scores = {code: s["naswot"] for code, s in json.load(fh).items()}
-    floor = min(v for v in scores.values() if math.isfinite(v))
-    return {code: v if math.isfinite(v) else floor for code, v in scores.items()}
-
-
 def run_one(space, legal: list[str], table, dataset: str, seed: int, args, variant: str, prior) -> tuple:
     spec = DATASETS[dataset]
     best_code, _ = table.best(spec.searched)
@@ -169,8 +147,6 @@ def main(argv=None) -> None:
     ap.add_argument("--networks", action="store_true",
                     help="never pick a code of a network already evaluated; score the best's whole network")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--proxy-scores", default="runs/proxy-prior/nb201-naswot-c8n1b32-digits.json",
-                    help="features+naswot: the file of the space's NASWOT scores (computed when missing)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     variants = args.variant or ["features", "codes"]
@@ -190,9 +166,8 @@ def main(argv=None) -> None:
                 assert column != DATASETS[dataset].searched
                 prior = [(column, legal, [table.value(c, column) for c in legal])]
             elif variant == "features+naswot":
-                os.makedirs(os.path.dirname(args.proxy_scores) or ".", exist_ok=True)
-                scores = proxy_scores_of_space(space, legal, args.proxy_scores)
-                prior = [("naswot", legal, [scores[c] for c in legal])]
+                codes, values = proxy_prior(space, legal, "naswot", load_settings().cache_path(), say=print)
+                prior = [("proxy:naswot", codes, values)]
             found, seconds = [], []
             for seed in seeds:
                 at, wall = run_one(space, legal, table, dataset, seed, args, variant, prior)

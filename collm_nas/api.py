@@ -470,6 +470,7 @@ class Workspace:
         except BaseException:
             with _driving_lock:
                 _driving.discard(run_id)
+                _driving_lock.notify_all()
             raise
 
     def _drive(self, run_id: str, config: RunConfig, graph_input: Any, on_progress: ProgressFn | None,
@@ -487,6 +488,7 @@ class Workspace:
         finally:
             with _driving_lock:
                 _driving.discard(run_id)
+                _driving_lock.notify_all()
 
     def _drive_claimed(self, run_id: str, config: RunConfig, graph_input: Any, on_progress: ProgressFn | None,
                        llm_roles: "LLMRoles | None", loop: SearchLoop | None) -> SearchResult:
@@ -736,6 +738,12 @@ class Workspace:
         if run.info.process_alive and not host:
             raise AnswerRefused(f"run '{run_id}' is being run by process {run.info.pid}; wait for it to pause")
         with _driving_lock:
+            if run_id in _driving and run.info.status == AWAITING:
+                # The thread that drove it here recorded its next pause and is closing the run: wait for it.
+                _driving_lock.wait_for(lambda: run_id not in _driving, timeout=UNWIND_WAIT_S)
+                run = self.run(run_id)
+            if run_id in _driving and run.info.status == FINISHED:
+                raise AnswerRefused(f"run '{run_id}' is not waiting for approval (status: {run.info.display_status})")
             if run_id in _driving:
                 raise AnswerRefused(f"run '{run_id}' is already going on in this process (an earlier answer was "
                                     "taken); wait for its next pause")
@@ -834,7 +842,10 @@ PRUNE_EVERY_ROUNDS = 25
 # Runs a thread of this process is driving now, whichever Workspace object started them: the store's claim
 # (one writer per run) tells processes apart, not threads, so this one set is process-wide by necessity.
 _driving: set[str] = set()
-_driving_lock = threading.Lock()
+_driving_lock = threading.Condition()  # notified whenever a run leaves _driving
+# A thread that recorded its run's next pause is still closing the run (its engine, its LLM server); an answer
+# that arrives then waits up to this long for it instead of being refused.
+UNWIND_WAIT_S = 60.0
 
 
 def _workspace(runs_dir: str | Path | None, table_path: str | Path | None = None) -> Workspace:

@@ -112,8 +112,10 @@ class RunConfig(BaseModel):
     metric_note: str | None = spec_field(None, "how the searched and reported metrics relate (resolved)",
                                          faces=())
     prior: list[str] = spec_field(
-        help="warm-start the learned ranker from another run's id or another dataset's table column, e.g. "
-        "table:cifar100_test; never the target's own results", metavar="RUN_ID|table:COLUMN", repeat=True,
+        help="warm-start the learned ranker from another run's id, another dataset's table column (e.g. "
+        "table:cifar100_test) or a zero-cost proxy of every network of the space (proxy:naswot; nb201, computed "
+        "once per machine); never the target's own results", metavar="RUN_ID|table:COLUMN|proxy:NAME",
+        repeat=True,
         default_factory=list)
     train_options: dict[str, Any] = spec_field(
         help="evaluator setting, repeatable: epochs, batch_size, lr, channels, cells, device, threads, ... "

@@ -5,6 +5,7 @@ CLI flags and API arguments override them; ``.env.example`` lists them all.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -47,6 +48,9 @@ class Settings(BaseSettings):
     # For scripts (--require-llm): exit with code 3 when a run's LLM answered no round meant for it ("some"),
     # or fewer rounds than were meant for it ("all"); "off" only says so.
     require_llm: Literal["off", "some", "all"] = "off"
+    # What collm-nas computes once per machine and reuses (the zero-cost proxy scores of --prior proxy:NAME):
+    # default $XDG_CACHE_HOME/collm-nas, else ~/.cache/collm-nas.
+    cache_dir: Path | None = None
 
     def table_path(self, override: str | Path | None = None) -> str:
         """The table path to use: the override, the setting, or the first default that exists."""
@@ -58,6 +62,12 @@ class Settings(BaseSettings):
             if candidate.is_file():
                 return str(candidate.resolve())
         return str(DEFAULT_TABLE_CANDIDATES[0])
+
+    def cache_path(self) -> Path:
+        """The folder of what is computed once per machine (``COLLM_NAS_CACHE_DIR``)."""
+        if self.cache_dir is not None:
+            return self.cache_dir.expanduser()
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "collm-nas"
 
     def db_path(self, runs_dir: str | Path | None = None) -> Path:
         return Path(runs_dir or self.runs_dir).expanduser() / DB_FILENAME

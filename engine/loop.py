@@ -185,7 +185,7 @@ class SearchLoop:
         merge = config.same_networks == "skip" and self.space.has_equivalents
         self.history = RunHistory(store, run_id, self.objective,
                                   network_key=self.space.network_key if merge else None)
-        self.prior: Prior | None = (load_prior(config, run_id, evaluator, self.checker.is_valid, store)
+        self.prior: Prior | None = (load_prior(config, run_id, evaluator, self.checker.is_valid, store, self.space)
                                     if config.prior else None)
         self._llm = llm  # LLMRoles, or a callable that opens them on first use (a LangGraph server)
         self._tools = tools  # callable(loop, role) -> list of LangChain tools, or None

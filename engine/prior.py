@@ -1,4 +1,5 @@
-"""Warm-start data for the learned ranker (``--prior``): other runs, or other columns of a tabular benchmark.
+"""Warm-start data for the learned ranker (``--prior``): other runs, other columns of a tabular benchmark, or
+a zero-cost proxy of every network of the space (``proxy:naswot``; computed once per machine, then cached).
 
 A prior never comes from the target itself: not the run's own results, not
 another run of the same task, not the searched column of the table.
@@ -6,7 +7,10 @@ another run of the same task, not the searched column of the table.
 
 from __future__ import annotations
 
-from collm_nas.core import Evaluator, RunConfig, TrialStore, UserError
+import sys
+from collections.abc import Callable
+
+from collm_nas.core import Evaluator, RunConfig, SearchSpace, TrialStore, UserError, load_settings
 
 Prior = list[tuple[str, list[str], list[float]]]  # (name, codes, values) per prior
 
@@ -17,11 +21,28 @@ def _dataset_of_column(column: str) -> str | None:
     return next((p.rstrip("_") for p in _DATASET_PREFIXES if column.startswith(p)), None)
 
 
-def load_prior(config: RunConfig, run_id: str, evaluator: Evaluator, is_legal, store: TrialStore) -> Prior:
-    """Warm-start data from other runs or other datasets' table columns; never the target's own results."""
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)  # stdout stays the faces' own (--json)
+
+
+def load_prior(config: RunConfig, run_id: str, evaluator: Evaluator, is_legal, store: TrialStore,
+               space: SearchSpace, *, say: Callable[[str], None] = _to_stderr) -> Prior:
+    """Warm-start data from other runs, other datasets' table columns or a zero-cost proxy of the space's
+    networks; never the target's own results. ``say``: what a long first computation tells the user."""
     target = _dataset_of_column(evaluator.searched_metric)
     out: Prior = []
     for ref in config.prior:
+        if ref.startswith("proxy:"):
+            from collm_nas.evaluators.proxy_prior import check_proxy, proxy_prior
+
+            proxy = ref.split(":", 1)[1]
+            check_proxy(proxy, space.name)
+            if evaluator.searched_metric == proxy:
+                raise UserError(f"prior '{ref}' is what this run searches ({evaluator.searched_metric}); a prior "
+                                "must never come from the target; use another proxy or drop --prior")
+            codes = [c for c in space.enumerate() if is_legal(c)]
+            out.append((ref, *proxy_prior(space, codes, proxy, load_settings().cache_path(), say=say)))
+            continue
         if ref.startswith("table:"):
             column = ref.split(":", 1)[1]
             if column not in evaluator.reference_columns:

@@ -251,6 +251,63 @@ def test_two_answers_at_once_exactly_one_is_taken(paused) -> None:
     assert len(ws.run("p").trials()) == 2 and ws.pending_approval("p")["round"] == 2
 
 
+def test_an_answer_that_arrives_while_the_last_one_is_closing_the_run_waits_for_it(paused, monkeypatch) -> None:
+    """The page shows the next pause as soon as it is recorded, while the thread that drove the run there is
+    still closing it: an answer then waits for that thread (an event, not a time) instead of being refused."""
+    from collm_nas import api
+
+    ws = paused.ws
+    waiting = threading.Event()
+
+    class Watched(threading.Condition):
+        def wait_for(self, predicate, timeout=None):
+            waiting.set()
+            return super().wait_for(predicate, timeout)
+
+    lock = Watched()
+    monkeypatch.setattr(api, "_driving_lock", lock)
+    outcome: dict[str, str] = {}
+
+    def answer() -> None:
+        try:
+            ws.approve_in_background("p", "approve", expect_round=1).wait(60)
+            outcome["taken"] = "yes"
+        except AnswerRefused as e:
+            outcome["refused"] = str(e)
+
+    with lock:  # the run paused (status: awaiting approval), its driving thread not gone yet
+        api._driving.add("p")
+    thread = threading.Thread(target=answer)
+    try:
+        thread.start()
+        assert waiting.wait(30) and thread.is_alive() and not outcome
+    finally:
+        with lock:
+            api._driving.discard("p")
+            lock.notify_all()
+    thread.join(90)
+    assert outcome == {"taken": "yes"}
+    assert len(ws.run("p").trials()) == 2 and ws.pending_approval("p")["round"] == 2
+
+
+def test_an_answer_to_a_finished_run_names_its_end_even_while_it_is_being_closed(paused) -> None:
+    from collm_nas import api
+
+    ws = paused.ws
+    for round_ in (1, 2, 3):
+        ws.approve("p", "approve", expect_round=round_)
+    assert ws.run("p").status == "finished"
+    with api._driving_lock:
+        api._driving.add("p")  # as if the thread that finished it were still closing it
+    try:
+        with pytest.raises(AnswerRefused, match="not waiting for approval"):
+            ws.approve("p", "approve")
+    finally:
+        with api._driving_lock:
+            api._driving.discard("p")
+            api._driving_lock.notify_all()
+
+
 def test_langchains_decisions_reply_through_the_dashboard(paused) -> None:
     c, ws = paused, paused.ws
     batch = [x["ncode"] for x in c.get("/api/runs/p/approval").json()["pending"]["candidates"]]
