@@ -101,6 +101,8 @@ def tuned_order(ctx: RoundContext, order: list[str], n: int) -> list[str]:
             ctx.memory["llm_paused_until"] = ctx.round + LLM_COOLDOWN_ROUNDS - 1
             ctx.warnings.append(f"{e}; the learned ranker orders round {ctx.round}'s proposals")
             break
+        if outcome.note and outcome.note not in ctx.warnings:
+            ctx.warnings.append(outcome.note)
         if outcome.code is None:
             break
         picked.append(outcome.code)

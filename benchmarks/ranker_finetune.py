@@ -75,28 +75,31 @@ def stage_data(args: argparse.Namespace) -> None:
             _say(f"  {run_id}: {time.perf_counter() - started:.1f}s")
         return run_id
 
-    _say("training runs (NAS-Bench-201 CIFAR-10 / CIFAR-100, digits MLP)")
-    nb201 = [run(f"train-{ds}-{strategy}-{seed}", space="nb201", evaluator="table", dataset=ds, strategy=strategy,
-                 budget=100, seed=seed)
-             for ds in ("cifar10", "cifar100") for strategy in TRAIN_STRATEGIES for seed in range(args.train_seeds)]
-    digits = [run(f"train-digits-{strategy}-{seed}", strategy=strategy, budget=60, seed=seed, **DIGITS)
-              for strategy in ("random", "rea") for seed in range(2)]
-    _say("test runs (NAS-Bench-201 ImageNet16-120; mbv3 on digits; the digits-MLP space, new seeds)")
-    imagenet = [run(f"test-imagenet16-random-{seed}", space="nb201", evaluator="table", dataset="imagenet16",
-                    strategy="random", budget=60, seed=100 + seed) for seed in range(args.test_seeds)]
-    mbv3 = [run("test-mbv3-random-0", strategy="random", budget=args.mbv3_budget, seed=100, **MBV3)]
-    # The leave-one-space-out test: random searches of the digits-MLP space with seeds no training run used.
-    digits_test = [run(f"test-digits-random-{seed}", strategy="random", budget=60, seed=100 + seed, **DIGITS)
-                   for seed in range(args.digits_test_seeds)]
-
     def export(name: str, run_ids: list[str], stride: int) -> None:
         count = export_trajectories([ws.run(r) for r in run_ids], work / name, stride=stride)
         _say(f"  {name}: {count} samples from {len(run_ids)} runs")
 
-    export("train.jsonl", nb201 + digits, args.stride)
-    export("test-imagenet16.jsonl", imagenet, 2)
-    export("test-mbv3.jsonl", mbv3, 1)
-    export("test-digits.jsonl", digits_test, 2)
+    if not args.tests_only:
+        _say("training runs (NAS-Bench-201 CIFAR-10 / CIFAR-100, digits MLP)")
+        nb201 = [run(f"train-{ds}-{strategy}-{seed}", space="nb201", evaluator="table", dataset=ds,
+                     strategy=strategy, budget=100, seed=seed)
+                 for ds in ("cifar10", "cifar100") for strategy in TRAIN_STRATEGIES for seed in range(args.train_seeds)]
+        digits = [run(f"train-digits-{strategy}-{seed}", strategy=strategy, budget=60, seed=seed, **DIGITS)
+                  for strategy in ("random", "rea") for seed in range(2)]
+        export("train.jsonl", nb201 + digits, args.stride)
+    _say(f"test runs ({', '.join(args.sets)})")
+    if "imagenet16" in args.sets:
+        imagenet = [run(f"test-imagenet16-random-{seed}", space="nb201", evaluator="table", dataset="imagenet16",
+                        strategy="random", budget=60, seed=100 + seed) for seed in range(args.test_seeds)]
+        export("test-imagenet16.jsonl", imagenet, 2)
+    if "mbv3" in args.sets:
+        mbv3 = [run("test-mbv3-random-0", strategy="random", budget=args.mbv3_budget, seed=100, **MBV3)]
+        export("test-mbv3.jsonl", mbv3, 1)
+    if "digits" in args.sets:
+        # The leave-one-space-out test: random searches of the digits-MLP space with seeds no training run used.
+        digits_test = [run(f"test-digits-random-{seed}", strategy="random", budget=60, seed=100 + seed, **DIGITS)
+                       for seed in range(args.digits_test_seeds)]
+        export("test-digits.jsonl", digits_test, 2)
 
 
 # ===================================================================== train
@@ -202,22 +205,28 @@ def _spread(items: list[dict[str, Any]]) -> dict[str, float]:
             "lead_over_median": statistics.median(leads), "gap_to_second": statistics.median(gaps)}
 
 
-def _llm_picks(items: list[dict[str, Any]], options: dict[str, Any], style: str | None) -> dict[str, Any]:
+def _llm_picks(items: list[dict[str, Any]], options: dict[str, Any], style: str | None, scoring: str = "pick",
+               orders: int | None = None) -> dict[str, Any]:
     from collm_nas.llm.session import open_llm
 
-    picks, seconds, failed = [], [], 0
+    picks, seconds, failed, first, notes = [], [], 0, 0, set()
     with open_llm("local", options, roles=("ranker",)) as roles:
         if style is not None:
             roles.ranker_style = style
-        ranker, chat = LLMRanker.for_roles(roles), roles.chat("ranker")
+        ranker, chat = LLMRanker.for_roles(roles, scoring=scoring, orders=orders), roles.chat("ranker")
         for it in items:
             started = time.perf_counter()
             outcome = ranker.pick(chat, it["space"], it["trials"], it["pool"], mode=it["mode"], max_redraws=0,
                                   metric=it["metric"])
             seconds.append(time.perf_counter() - started)
             failed += outcome.code is None
+            first += outcome.code is not None and outcome.code == it["pool"][0]
+            if outcome.note:
+                notes.add(outcome.note)
             picks.append(outcome.code)
-    return {"picks": picks, "seconds": statistics.mean(seconds), "failed": failed}
+    if notes:
+        _say(f"  degraded: {'; '.join(sorted(notes))}")
+    return {"picks": picks, "seconds": statistics.mean(seconds), "failed": failed, "first_place": first / len(items)}
 
 
 def _learned_picks(items: list[dict[str, Any]]) -> list[str]:
@@ -249,24 +258,30 @@ def stage_picks(args: argparse.Namespace) -> None:
         hit, rank = _random_figures(items)
         rows["random pick"] = {"accuracy": hit, "mean_rank": rank}
         rows["learned GP ranker (EI)"] = _score(items, _learned_picks(items))
-        llm_rows = [("untuned SmolLM2, full prompt (as searches ask it)", {}, None),
-                    ("untuned SmolLM2, compact prompt, temperature 0", {"ranker.temperature": 0.0}, "compact")]
+        models_rows = [("untuned SmolLM2, full prompt (as searches ask it)", {}, None),
+                       ("untuned SmolLM2, compact prompt, temperature 0", {"ranker.temperature": 0.0}, "compact")]
         for row, which in test_set["tuned"]:
             if (models[which] / "ranker.json").is_file():
-                llm_rows.append((row, {"model": str(models[which])}, None))
+                models_rows.append((row, {"model": str(models[which])}, None))
             else:
                 _say(f"{name}: {row}: no model in {models[which]} yet (the train stage writes it); row left out")
         for extra in args.also:
             row_label, _, folder = extra.partition("=")
-            llm_rows.append((row_label, {"model": folder}, None))
+            models_rows.append((row_label, {"model": folder}, None))
+        llm_rows = []
+        for row, options, style in models_rows:
+            if "pick" in args.scorings:
+                llm_rows.append((row, options, style, "pick"))
+            if "logprob" in args.scorings:
+                llm_rows.append((f"{row}; logprob scoring, {args.orders} orders", options, style, "logprob"))
         results[name] = {"label": test_set["label"], "pools": len(items), "spread": _spread(items), "rows": rows}
-        for row, options, style in llm_rows:
+        for row, options, style, scoring in llm_rows:
             if row in rows:
                 continue
             _say(f"{name}: {row} on {len(items)} pools ...")
-            got = _llm_picks(items, options, style)
+            got = _llm_picks(items, options, style, scoring, args.orders)
             rows[row] = {**_score(items, got["picks"]), "s_per_pick": got["seconds"], "failed": got["failed"],
-                         "picks": got["picks"]}
+                         "first_place": got["first_place"], "picks": got["picks"]}
             store.write_text(json.dumps(results, indent=1))
         store.write_text(json.dumps(results, indent=1))
     print(_picks_table(results))
@@ -285,11 +300,12 @@ def _picks_table(results: dict[str, Any]) -> str:
                  f"median lead of the best over the pool's median {spread['lead_over_median']:.2f}, "
                  f"over the second {spread['gap_to_second']:.2f})") if spread else ""
         lines += [f"\n{res['label']}: {res['pools']} held-out pools{about}\n",
-                  "| ranker | picks the truly best | mean true rank of the pick (1-10) | s / pick |",
-                  "|---|---|---|---|"]
+                  "| ranker | picks the truly best | mean true rank of the pick (1-10) | s / pick | picks the first "
+                  "shown |", "|---|---|---|---|---|"]
         for row, fig in res["rows"].items():
             secs = f"{fig['s_per_pick']:.2f}" if "s_per_pick" in fig else "-"
-            lines.append(f"| {row} | {fig['accuracy']:.1%} | {fig['mean_rank']:.2f} | {secs} |")
+            first = f"{fig['first_place']:.0%}" if "first_place" in fig else "-"
+            lines.append(f"| {row} | {fig['accuracy']:.1%} | {fig['mean_rank']:.2f} | {secs} | {first} |")
     return "\n".join(lines)
 
 
@@ -391,8 +407,14 @@ def main(argv: list[str] | None = None) -> None:
                    help="the model tuned without the digits-MLP samples (default: WORK/tuned-nb201)")
     p.add_argument("--digits-test-seeds", type=int, default=5, help="digits-MLP test runs; default 5")
     p.add_argument("--sets", nargs="+", default=list(TEST_SETS), choices=list(TEST_SETS),
-                   help="picks: test sets to score (default: all)")
+                   help="data and picks: test sets to build and score (default: all)")
     p.add_argument("--fresh", action="store_true", help="picks: measure every row again")
+    p.add_argument("--scorings", nargs="+", default=["pick"], choices=["pick", "logprob"],
+                   help="picks: how the LLM rows choose: pick (the model writes a code; default) and/or logprob "
+                        "(each candidate's letter probability, averaged over --orders orders)")
+    p.add_argument("--orders", type=int, default=5, help="picks, logprob scoring: orders per pool; default 5")
+    p.add_argument("--tests-only", action="store_true",
+                   help="data: only the test runs of --sets (no training runs, no train.jsonl)")
     p.add_argument("--seeds", type=int, default=3, help="search seeds per row; default 3")
     p.add_argument("--pools", type=int, default=0, help="at most this many test pools per test set (0: all)")
     p.add_argument("--also", action="append", default=[], metavar="LABEL=MODEL",

@@ -152,6 +152,15 @@ class RunConfig(BaseModel):
     ranker_pool_size: int | None = spec_field(
         None, "candidates in each pool the LLM ranks (default: 10 for subspace pools, 5 for learned ones)",
         group=LLM, ge=2, le=50, metavar="N")
+    ranker_scoring: Literal["pick", "logprob"] = spec_field(
+        "pick", "how the LLM ranker chooses from a pool: pick (the model writes the code it chooses) or logprob "
+        "(the pool shown as lettered options; each candidate scored by the model's probability of its letter, "
+        "averaged over orders that put it in every place: one output token a call, position "
+        "bias averaged out; needs an endpoint that returns log-probabilities, as llama.cpp does)", group=LLM)
+    ranker_orders: int | None = spec_field(
+        None, "logprob scoring: the orders each pool is asked in (default: one per candidate, so that each stands "
+        "once in every place; fewer are cheaper, and leave some candidates never first)", group=LLM, ge=1, le=50,
+        metavar="N")
     llm_options: dict[str, Any] = spec_field(
         help="further role options by API: {'generator.temperature': 0.2, ...} (never a key)", faces=("api",),
         default_factory=dict)

@@ -72,6 +72,8 @@ class RoundContext:
     navigate_every: int = 1  # an LLM Navigator writes a new strategy every N rounds (RunConfig.navigate_every)
     ranker_pool: str = "learned"  # where an LLM ranker's pools come from (RunConfig.ranker_pool)
     ranker_pool_size: int | None = None  # candidates per LLM-ranked pool (None: the strategy's default)
+    ranker_scoring: str = "pick"  # how an LLM ranker chooses (RunConfig.ranker_scoring)
+    ranker_orders: int | None = None  # logprob scoring: orders a pool is asked in (None: one per candidate)
     conversation: list[Any] | None = None  # a turn in progress: messages so far, tool results last
     objectives: Objectives | None = None  # two or three objectives: a Pareto front is searched (None: one)
     hv_reference: tuple[float, ...] | None = None  # the user's hypervolume reference point (metric units)

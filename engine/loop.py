@@ -248,6 +248,8 @@ class SearchLoop:
             navigate_every=self.config.navigate_every,
             ranker_pool=self.config.ranker_pool,
             ranker_pool_size=self.config.ranker_pool_size,
+            ranker_scoring=self.config.ranker_scoring,
+            ranker_orders=self.config.ranker_orders,
             conversation=list(state.get("conversation") or []) or None,
             objectives=self.objectives if self.multi_objective else None,
             hv_reference=tuple(self.config.hv_reference) if self.config.hv_reference else None,

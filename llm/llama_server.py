@@ -3,7 +3,12 @@
 It takes every argument of ``python -m llama_cpp.server`` and one of its own, ``--extra_buffers on|off``
 (default ``off``), and then runs that server, with one route more: ``GET /collm-nas/health`` answers
 ``{"busy": bool}`` at once, without waiting for the model (llama-cpp-python's ``/v1/models`` waits for the
-completion in progress), so a watcher can tell a busy server from a hung one.
+completion in progress), so a watcher can tell a busy server from a hung one. And ``POST
+/v1/collm-nas/choice``: a chat completion of one token that also returns the log-probability of each of the
+request's ``labels`` (one-token option names) as the next token, read from the model's logits by a logits
+processor. llama-cpp-python's own ``logprobs`` need ``--logits_all True``, which keeps the logits of every
+prompt position (``n_ctx`` x vocabulary floats, 2.5 GB for Qwen2.5's 152k-token vocabulary at 4k context) and
+computes them for every prompt token; the choice needs only the last position's, which the sampler sees anyway.
 
 Why it exists: llama-cpp-python 0.3.36 loads a model with llama.cpp's *extra buffer types* switched on (the
 CPU backend's AMX tiles and weight repacking). On CPUs with AMX the process is killed on the first completion
@@ -25,6 +30,7 @@ from collections.abc import Sequence
 
 EXTRA_BUFFERS_FLAG = "--extra_buffers"
 HEALTH_PATH = "/collm-nas/health"
+CHOICE_PATH = "/v1/collm-nas/choice"
 
 
 def split_arguments(argv: Sequence[str]) -> tuple[bool, list[str]]:
@@ -81,6 +87,67 @@ def add_health_route(app) -> None:
     app.add_api_route(HEALTH_PATH, health, methods=["GET"])
 
 
+def label_alternatives(logits, labels: Sequence[str], tokenize) -> list[dict[str, float | str]]:
+    """Every one-token spelling of each label (``"A"``, ``" A"``) with its log-probability as the next token,
+    from the next-token ``logits`` (a numpy vector over the vocabulary), in the shape of OpenAI's
+    ``top_logprobs``. ``tokenize(text) -> token ids`` without a beginning-of-text token."""
+    import numpy as np
+
+    scores = np.asarray(logits, dtype=np.float64)
+    top = scores.max()
+    log_total = top + np.log(np.exp(scores - top).sum())
+    out: list[dict[str, float | str]] = []
+    for label in labels:
+        for spelling in (label, " " + label):
+            ids = tokenize(spelling)
+            if len(ids) == 1 and 0 <= ids[0] < len(scores):
+                out.append({"token": spelling, "logprob": float(scores[ids[0]] - log_total)})
+    return out
+
+
+def add_choice_route(app) -> None:
+    """``POST /v1/collm-nas/choice``: a chat-completion request (its messages, grammar, temperature...) and
+    ``labels``; answers ``{"text", "top_logprobs", "usage"}``: one generated token, and each label's
+    log-probability as that token (see :func:`label_alternatives`)."""
+    import contextlib
+
+    import llama_cpp
+    import llama_cpp.server.app as server_app
+    from llama_cpp.server.types import CreateChatCompletionRequest
+    from pydantic import Field
+    from starlette.concurrency import run_in_threadpool
+
+    class ChoiceRequest(CreateChatCompletionRequest):
+        labels: list[str] = Field(min_length=1, max_length=100)
+
+    async def choice(body: ChoiceRequest) -> dict:
+        kwargs = body.model_dump(exclude={"n", "logit_bias_type", "user", "min_tokens", "labels"})
+        kwargs.update(max_tokens=1, stream=False, logprobs=False, top_logprobs=None)
+        seen: dict[str, object] = {}
+
+        def capture(_input_ids, scores):
+            if "logits" not in seen:  # the first token's: the only one asked for
+                seen["logits"] = scores.copy()
+            return scores
+
+        async with contextlib.asynccontextmanager(server_app.get_llama_proxy)() as proxy:
+            llama = server_app.prepare_request_resources(body, proxy, body.model, kwargs)
+            kwargs["logits_processor"] = llama_cpp.LogitsProcessorList(
+                [*(kwargs.get("logits_processor") or []), capture])
+            completion = await run_in_threadpool(llama.create_chat_completion, **kwargs)
+
+            def tokenize(text: str) -> list[int]:
+                return llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+            top = label_alternatives(seen["logits"], body.labels, tokenize) if "logits" in seen else []
+        return {"text": completion["choices"][0]["message"].get("content") or "", "top_logprobs": top,
+                "usage": completion.get("usage") or {}}
+
+    # This module's annotations are strings (``from __future__ import annotations``); FastAPI must see the class.
+    choice.__annotations__ = {"body": ChoiceRequest, "return": dict}
+    app.add_api_route(CHOICE_PATH, choice, methods=["POST"])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     extra, rest = split_arguments(sys.argv[1:] if argv is None else argv)
     set_extra_buffers(extra)
@@ -91,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     def create_app_with_health(*args, **kwargs):
         app = create_app(*args, **kwargs)
         add_health_route(app)
+        add_choice_route(app)
         return app
 
     entry.create_app = create_app_with_health

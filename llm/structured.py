@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -73,6 +74,65 @@ class CallResult(Generic[T]):
         return self.value is not None
 
 
+@dataclass
+class ChoiceResult:
+    """One call that reads the model's probability of each label as its next token (see
+    :meth:`StructuredChat.choice_logprobs`)."""
+
+    logprobs: dict[str, float] | None  # label -> log-probability, renormalised over the labels; None: unread
+    text: str  # the token the model wrote
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    attempts: int
+    error: str | None = None  # why logprobs is None
+
+    @property
+    def ok(self) -> bool:
+        return self.logprobs is not None
+
+
+# Top alternatives asked for with a choice: OpenAI's ceiling, and plenty for up to 10 one-token labels.
+CHOICE_TOP_LOGPROBS = 20
+
+
+def _logsumexp(values: list[float]) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def label_logprobs(top: list[dict[str, Any]], labels: list[str]) -> dict[str, float] | None:
+    """The labels' log-probabilities among a token's top alternatives (``[{"token", "logprob"}, ...]``),
+    renormalised over the labels. A label's spellings (``"A"``, ``" A"``) add up; a label absent from the
+    alternatives gets half the smallest probability listed (it was less likely than all of them). None when
+    no label is listed at all."""
+    found: dict[str, list[float]] = {}
+    listed: list[float] = []
+    for alt in top:
+        token, logprob = str(alt.get("token", "")), alt.get("logprob")
+        if logprob is None or not math.isfinite(float(logprob)):
+            continue
+        listed.append(float(logprob))
+        if token.strip() in labels:
+            found.setdefault(token.strip(), []).append(float(logprob))
+    if not found:
+        return None
+    floor = min(listed) - math.log(2)
+    scores = {label: _logsumexp(found[label]) if label in found else floor for label in labels}
+    total = _logsumexp(list(scores.values()))
+    return {label: value - total for label, value in scores.items()}
+
+
+def _first_token_alternatives(message: BaseMessage) -> tuple[list[dict[str, Any]], str]:
+    """The first generated token's top alternatives and text, from an OpenAI-style ``logprobs`` block."""
+    block = (getattr(message, "response_metadata", None) or {}).get("logprobs") or {}
+    content = block.get("content") if isinstance(block, dict) else None
+    if not content:
+        return [], ""
+    first = content[0] or {}
+    return list(first.get("top_logprobs") or []), str(first.get("token", ""))
+
+
 # --------------------------------------------------------------------------- server kind
 
 
@@ -124,6 +184,21 @@ def probe_server_mode(cfg: RoleModelConfig) -> str:
                  cfg.role, cfg.base_url, type(exc).__name__)
         return "tools"
     return mode_for_models_listing(listing, cfg.base_url)
+
+
+def serves_choice_route(cfg: RoleModelConfig) -> bool:
+    """Whether ``cfg``'s server is collm-nas's llama.cpp entry point (:mod:`collm_nas.llm.llama_server`), whose
+    ``/v1/collm-nas/choice`` reads options' log-probabilities without ``--logits_all``: its health route answers."""
+    if cfg.base_url is None or cfg.is_openai:
+        return False
+    import httpx
+
+    root = cfg.base_url.rstrip("/").removesuffix("/v1")
+    try:
+        response = httpx.get(f"{root}/collm-nas/health", timeout=min(PROBE_TIMEOUT_S, cfg.timeout_s))
+        return response.status_code == 200 and "busy" in response.json()
+    except Exception:  # advisory: the OpenAI way is tried instead
+        return False
 
 
 # --------------------------------------------------------------------------- parsing
@@ -269,6 +344,7 @@ class StructuredChat:
         self._injected = chat_model is not None
         self.chat_model: BaseChatModel = chat_model if chat_model is not None else make_chat_model(cfg)
         self._mode: str | None = None
+        self._choice_route: str | None = None  # how choice_logprobs asks: "collm" (our server's route) or "openai"
         if self._injected:
             self.describe = f"{cfg.role} model {type(chat_model).__name__}"
         else:
@@ -277,6 +353,7 @@ class StructuredChat:
     def _moved(self, base_url: str) -> None:
         """The server now listens at ``base_url`` (a restart found its port taken)."""
         self.cfg = self.cfg.model_copy(update={"base_url": base_url})
+        self._choice_route = None
         if not self._injected:
             self.chat_model = make_chat_model(self.cfg)
             self.describe = f"{self.cfg.role} endpoint {self.cfg.endpoint}"
@@ -421,6 +498,72 @@ class StructuredChat:
         )
 
 
+    # -- a choice read from log-probabilities
+
+    def choice_logprobs(self, messages: list[BaseMessage], labels: list[str]) -> ChoiceResult:
+        """One token of answer, and how likely the model finds each of ``labels`` (one-token option names such
+        as ``A``..``E``) as that token: a distribution over the options, not one sampled pick.
+
+        A server of our own (:mod:`collm_nas.llm.llama_server`, which every local model runs on) answers on its
+        choice route, with every label's exact log-probability; any other endpoint is asked the OpenAI way
+        (``logprobs`` with ``top_logprobs``). Where the server takes a grammar the token is held to the labels.
+        An endpoint that returns no log-probabilities (or none of the labels among them) gives
+        ``logprobs=None`` with the reason; :class:`~collm_nas.llm.chat_models.LLMUnavailable` propagates as
+        with :meth:`invoke`.
+        """
+        started = time.monotonic()
+        if self._choice_route is None:
+            ours = not self._injected and (self.guard is not None or serves_choice_route(self.cfg))
+            self._choice_route = "collm" if ours else "openai"
+        grammar = "root ::= " + " | ".join(json.dumps(label) for label in labels)
+        try:
+            if self._choice_route == "collm":
+                top, token, prompt_tokens, completion_tokens, attempts = self._choice_on_route(
+                    messages, labels, grammar if self.mode == "grammar" else None)
+            else:
+                top, token, prompt_tokens, completion_tokens, attempts = self._choice_openai(
+                    messages, grammar if self.mode == "grammar" else None)
+        except DecodingUnsupported as exc:
+            return ChoiceResult(None, "", 0, 0, time.monotonic() - started, exc.attempts,
+                                f"the {self.describe} refused log-probabilities: {exc}")
+        logprobs = label_logprobs(top, labels) if top else None
+        error = None
+        if logprobs is None:
+            error = ("the endpoint returned no log-probabilities" if not top
+                     else f"none of the options {', '.join(labels)} among the likeliest next tokens")
+        return ChoiceResult(logprobs, token, prompt_tokens, completion_tokens, time.monotonic() - started,
+                            attempts, error)
+
+    def _choice_openai(self, messages: list[BaseMessage], grammar: str | None
+                       ) -> tuple[list[dict[str, Any]], str, int, int, int]:
+        kwargs: dict[str, Any] = {"logprobs": True, "top_logprobs": CHOICE_TOP_LOGPROBS}
+        if not self._injected:
+            extra = {**self._base_extra_body(), "max_tokens": 1}
+            if grammar:
+                extra["grammar"] = grammar
+            kwargs["extra_body"] = extra
+        runnable: Any = self.chat_model
+        response, attempts = self._send(lambda: runnable.invoke(messages, **kwargs),
+                                        MODE_KEYWORDS["grammar"] + ("logprob",))
+        top, token = _first_token_alternatives(response)
+        prompt_tokens, completion_tokens = _token_counts(response)
+        return top, token or _message_text(response), prompt_tokens, completion_tokens, attempts
+
+    def _choice_on_route(self, messages: list[BaseMessage], labels: list[str], grammar: str | None
+                         ) -> tuple[list[dict[str, Any]], str, int, int, int]:
+        from langchain_core.messages import convert_to_openai_messages
+
+        body: dict[str, Any] = {"model": self.cfg.model, "messages": convert_to_openai_messages(messages),
+                                "labels": list(labels), "temperature": 0.0}
+        if grammar:
+            body["grammar"] = grammar
+        client = self.chat_model.root_client  # type: ignore[attr-defined]
+        answer, attempts = self._send(lambda: client.post("/collm-nas/choice", cast_to=object, body=body),
+                                      MODE_KEYWORDS["grammar"])
+        usage = answer.get("usage") or {}
+        return (list(answer.get("top_logprobs") or []), str(answer.get("text") or ""),
+                int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), attempts)
+
     # -- a turn of a tool conversation
 
     def converse(
@@ -484,6 +627,8 @@ class StructuredChat:
 __all__ = [
     "MODES",
     "CallResult",
+    "ChoiceResult",
+    "label_logprobs",
     "StructuredChat",
     "extract_json_object",
     "mode_for_models_listing",

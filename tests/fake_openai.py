@@ -35,10 +35,17 @@ class Reply:
     delay: float = 0.0
     fn: Callable[[dict], Reply] | None = None
     calls: list[tuple[str, Any]] = field(default_factory=list)  # tool_calls: (name, args dict or raw JSON text)
+    top_logprobs: dict[str, float] | None = None  # text: the first token's alternatives, sent as OpenAI's logprobs
 
     @classmethod
     def text(cls, content: str, *, delay: float = 0.0) -> Reply:
         return cls("text", content=content, delay=delay)
+
+    @classmethod
+    def choice(cls, token: str, top: dict[str, float]) -> Reply:
+        """One token of answer with its top alternatives (token -> log-probability), as a server returns them
+        when asked for ``logprobs``."""
+        return cls("text", content=token, top_logprobs=dict(top))
 
     @classmethod
     def tool_call(cls, name: str, args: dict[str, Any], *, delay: float = 0.0) -> Reply:
@@ -231,13 +238,22 @@ class FakeOpenAIServer:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+            "choices": [{"index": 0, "message": message, "logprobs": _logprobs_block(reply), "finish_reason": finish}],
             "usage": {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+
+
+def _logprobs_block(reply: Reply) -> dict | None:
+    if reply.top_logprobs is None:
+        return None
+    alternatives = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in reply.top_logprobs.items()]
+    first = {"token": reply.content, "logprob": reply.top_logprobs.get(reply.content, 0.0),
+             "bytes": list(reply.content.encode()), "top_logprobs": alternatives}
+    return {"content": [first], "refusal": None}
 
 
 class _Handler(BaseHTTPRequestHandler):

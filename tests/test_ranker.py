@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -217,3 +218,127 @@ def test_history_lines_minimisation_and_edge_cases():
     assert history_lines([], "max") == history_lines(trials[3:], "max") == "(nothing measured yet)"
     with pytest.raises(ValueError):
         history_lines(trials, "maximise")
+
+
+# --------------------------------------------------------------------------- logprob scoring
+def options_in(body: dict) -> list[str]:
+    """The lettered options of a logprob question, as codes in the order shown."""
+    section = user_text(body).split("## Candidate pool", 1)[1].split("\n\n", 1)[0]
+    rows = [line.strip() for line in section.splitlines()[1:] if line.strip()]
+    assert [r.split(". ")[0] for r in rows] == list("ABCDEFGHIJ"[: len(rows)])
+    return [r.split(". ", 1)[1] for r in rows]
+
+
+def test_label_logprobs_renormalise_and_add_spellings():
+    from collm_nas.llm.structured import label_logprobs
+
+    got = label_logprobs([{"token": "A", "logprob": math.log(0.5)}, {"token": " A", "logprob": math.log(0.1)},
+                          {"token": "B", "logprob": math.log(0.2)}, {"token": "The", "logprob": math.log(0.1)}],
+                         ["A", "B", "C"])
+    probs = {k: math.exp(v) for k, v in got.items()}
+    # C is unlisted: half the smallest listed probability (0.1 / 2), then all three renormalised.
+    assert probs["A"] == pytest.approx(0.6 / 0.85) and probs["B"] == pytest.approx(0.2 / 0.85)
+    assert probs["C"] == pytest.approx(0.05 / 0.85)
+    assert label_logprobs([{"token": "The", "logprob": -0.1}], ["A", "B"]) is None
+
+
+def test_choice_orders_put_every_candidate_in_different_places():
+    from collm_nas.agents.ranker import choice_orders
+
+    pool = ["a", "b", "c", "d", "e"]
+    orders = choice_orders(pool, 5)
+    assert len(orders) == 5 and all(sorted(o) == pool for o in orders)
+    for code in pool:  # a Latin square: each candidate once in each place
+        assert sorted(o.index(code) for o in orders) == [0, 1, 2, 3, 4]
+    assert choice_orders(pool, 1) == [pool]
+    assert len(choice_orders(pool, 9)) == 5  # never more orders than places
+    three = choice_orders(pool, 3)
+    assert len({tuple(o) for o in three}) == 3
+    assert all(len({o.index(c) for o in three}) == 3 for c in pool)
+
+
+def test_logprob_scoring_averages_out_position_bias(space):
+    """A model that always favours the first place, and slightly favours code 333333 wherever it stands: the
+    mean over the orders picks 333333, though three of the four orders favour another code."""
+    pool = ["123412", "333333", "204130", "441122"]
+
+    def answer(body: dict) -> Reply:
+        shown = options_in(body)
+        top = {}
+        for place, code in enumerate(shown):
+            p = 0.6 if place == 0 else 0.1
+            p += 0.08 if code == "333333" else 0.0
+            top["ABCD"[place]] = math.log(p)
+        return Reply.choice("A", top)
+
+    with FakeOpenAIServer([Reply.dynamic(answer)] * 4) as server:
+        out = LLMRanker(scoring="logprob", orders=4).pick(chat_for(server), space, TRIALS, pool,
+                                                           metric="cifar10_valid")
+        bodies = server.chat_bodies
+    assert out.code == "333333" and out.note is None
+    assert len(bodies) == 4 and out.attempts == 4
+    assert {tuple(options_in(b)) for b in bodies} == {tuple(pool[s:] + pool[:s]) for s in range(4)}
+    for body in bodies:  # one token, its alternatives asked for
+        assert body["logprobs"] is True and body["top_logprobs"] == 20 and body["max_tokens"] == 1
+        assert "letter" in system_text(body) and '{"code"' not in system_text(body)
+    assert sum(out.scores.values()) == pytest.approx(1.0)
+    assert max(out.scores, key=out.scores.get) == "333333"
+    assert [c["mode"] for c in out.calls] == ["logprob"] * 4 and all(c["ok"] for c in out.calls)
+    assert [c["order"] for c in out.calls] == [0, 1, 2, 3]
+
+
+def test_logprob_scoring_with_grammar_holds_the_token_to_the_letters(space):
+    top = {"A": math.log(0.2), "B": math.log(0.7), "C": math.log(0.1)}
+    with FakeOpenAIServer([Reply.choice("B", top)] * 3) as server:
+        out = LLMRanker(scoring="logprob", orders=1).pick(chat_for(server, "grammar"), space, TRIALS, POOL)
+        body = server.chat_bodies[0]
+    assert body["grammar"] == 'root ::= "A" | "B" | "C"'
+    assert out.code == options_in(body)[1] == POOL[1]
+
+
+def test_endpoint_without_logprobs_falls_back_to_a_pick_and_says_so(space):
+    """A plain text answer has no logprobs block: the ranker picks the usual way, says so in its note, and
+    does not ask for log-probabilities again on that chat."""
+    with FakeOpenAIServer([Reply.text("A"), Reply.text('{"code": "204130"}'), Reply.text('{"code": "123412"}')]
+                          ) as server:
+        chat = chat_for(server)
+        ranker = LLMRanker(scoring="logprob", orders=3)
+        first = ranker.pick(chat, space, TRIALS, POOL)
+        second = ranker.pick(chat, space, TRIALS, POOL)
+        bodies = server.chat_bodies
+    assert first.code == "204130" and "no log-probabilities" in first.note and "picks instead" in first.note
+    assert [c["mode"] for c in first.calls] == ["logprob", "text"] and not first.calls[0]["ok"]
+    assert second.code == "123412" and "picks instead" in second.note
+    assert len(bodies) == 3 and "logprobs" not in bodies[2]
+
+
+def test_logprob_scoring_unavailable_server_propagates_after_recording(space):
+    with FakeOpenAIServer([Reply.error(503)] * 4) as server:
+        calls: list[dict] = []
+        with pytest.raises(LLMUnavailable):
+            LLMRanker(scoring="logprob").pick(chat_for(server), space, TRIALS, POOL, calls=calls)
+    assert len(calls) == 1 and calls[0]["mode"] == "logprob" and not calls[0]["ok"]
+
+
+def test_pick_scoring_prompt_is_unchanged(space):
+    """The default (pick) still asks for a JSON code: the system prompt's answer line is the pick one."""
+    from collm_nas.agents.ranker import PICK_ANSWER
+
+    system = LLMRanker().messages(space, TRIALS, POOL)[0].content
+    assert system.endswith(PICK_ANSWER)
+
+
+def test_server_route_reads_each_label_spelling_from_the_logits():
+    """The server side of a local model's choice: log-softmax of the next-token logits at each one-token
+    spelling of a label; a spelling of two tokens is no answer of one token and is left out."""
+    import numpy as np
+
+    from collm_nas.llm.llama_server import label_alternatives
+
+    logits = np.array([2.0, 1.0, 0.0, -1.0, 0.5, 3.0])
+    vocab = {"A": [0], " A": [3], "B": [1], " B": [4, 2], "C": [5], " C": [9]}
+    got = label_alternatives(logits, ["A", "B", "C"], lambda text: vocab[text])
+    log_total = math.log(sum(math.exp(x) for x in logits))
+    assert [g["token"] for g in got] == ["A", " A", "B", "C"]  # " B" is two tokens; id 9 is outside the vocabulary
+    assert [g["logprob"] for g in got] == pytest.approx([2.0 - log_total, -1.0 - log_total, 1.0 - log_total,
+                                                         3.0 - log_total])
