@@ -70,6 +70,8 @@ def learned_ranking(ctx: RoundContext, pool: list[str], acquisition: str = "ei")
 
 # ParEGO's augmentation of the Chebyshev scalarisation, and how optimistic a predicted objective is taken.
 CHEBYSHEV_RHO = 0.05
+# A pool of at least this many unseen codes stands for the space when a predicted objective's median is estimated.
+SPACE_SAMPLE = 200
 OPTIMISM = 1.0
 
 
@@ -84,8 +86,10 @@ def pareto_ranking(ctx: RoundContext, pool: list[str]) -> list[str]:
     predicted and the rest known, the order is by the exact expected
     hypervolume improvement beyond the focus point of
     :mod:`collm_nas.agents.fronts` (the user's reference, else the space's
-    median of a known cost and the trials' median of the rest): for each cost,
-    the chance and size of beating the front there. Otherwise the hypervolume
+    median of a known cost; for a predicted objective of two, on a pool large
+    enough to stand for the space, its median over the pool's predictions and
+    the trials, else the trials' median): for each cost, the chance and size
+    of beating the front there. Otherwise the hypervolume
     an optimistic prediction (mean plus one standard deviation) would add.
     Ties (no candidate can add anything) go to the scalarisation: each round
     draws its own weights (seeded by round), every objective scaled to [0, 1]
@@ -114,7 +118,13 @@ def pareto_ranking(ctx: RoundContext, pool: list[str]) -> list[str]:
     draws = [rng.expovariate(1.0) for _ in objectives.items]
     weights = [d / sum(draws) for d in draws]
     # From the focus point to the best value so far: 0 to 1.
-    lows = run_focus(ctx, [p for _, p in ok])
+    lows = list(run_focus(ctx, [p for _, p in ok]))
+    if not ctx.hv_reference and len(objectives) == 2 and len(pool) >= SPACE_SAMPLE:
+        # A predicted objective's focus: its median over the space (the model's means over a pool this large,
+        # the trials' own values), not over the trials alone, which a good search pushes up the front. Two
+        # objectives only: with three it spread the budget too thin (benchmarks page, three objectives).
+        for k, (mean, _) in predicted.items():
+            lows[k] = float(torch.cat([mean, torch.tensor([p[k] for _, p in ok], dtype=mean.dtype)]).median())
     highs = [max(p[k] for _, p in ok) for k in range(len(weights))]
     scaled = torch.stack([w * (col - lo) / ((h - lo) if h > lo else 1.0)
                           for w, col, lo, h in zip(weights, columns, lows, highs)], dim=1)
@@ -175,6 +185,26 @@ def _known_resources(ctx: RoundContext, pool: list[str], metrics: tuple[str, ...
     return {m: table[:, j] for j, m in enumerate(metrics) if not bool(torch.isnan(table[:, j]).any())}
 
 
+def cheapest_per_network(ctx: RoundContext, codes: list[str]) -> list[str]:
+    """One code per network, as :meth:`RoundContext.one_per_network`, but where the run knows objectives before
+    evaluation (a table's latency and size) the network's code that costs least by them, in the objectives'
+    order: one network trains alike whatever its code, but dead edges still cost latency and parameters, so the
+    cheapest code is the one that can reach the front. Networks keep the place of their first code."""
+    objectives = ctx.objectives
+    known = _known_resources(ctx, codes, objectives.metrics) if objectives is not None else {}
+    if not known:
+        return ctx.one_per_network(codes)
+    signed = [objective.direction.sign() * known[objective.metric]
+              for objective in objectives.items if objective.metric in known]
+    costs = torch.stack(signed, 1).neg().tolist()  # smaller is better in every column
+    best: dict[str, int] = {}  # network -> index of its cheapest code; dicts keep the first code's place
+    for i, code in enumerate(codes):
+        key = ctx.network_key(code)
+        if key not in best or costs[i] < costs[best[key]]:
+            best[key] = i
+    return [codes[i] for i in best.values()]
+
+
 def llm_ranker_of(ctx: RoundContext, default: LLMRanker | None = None) -> LLMRanker:
     """The ranker that asks the run's ranker model the way it expects (a tuned model: as it was trained), choosing
     as the run says (``ranker_scoring``, ``ranker_orders``)."""
@@ -227,7 +257,8 @@ class RankingNavigator(Navigator):
         enough to list, else a large pool."""
         everything = legal_codes(ctx.checker) if ctx.checker is not None else None
         if everything is not None:
-            return ctx.one_per_network(c for c in everything if c not in taken)
+            fresh = [c for c in everything if c not in taken]
+            return cheapest_per_network(ctx, fresh) if ctx.multi_objective else ctx.one_per_network(fresh)
         return sample_pool(ctx.space, ctx.is_legal, self.learned_pool, rng, exclude=taken, prune_prob=0.0)
 
     def _llm_picks(self, ctx: RoundContext, rng, seen: set[str], ranked: list[str] | None) -> list[str]:

@@ -242,46 +242,22 @@ class LLMRanker:
         mode: str = "max",
         metric: str = "value",
         constraints: Sequence[str] = (),
+        lettered: bool = False,
     ) -> list[BaseMessage]:
-        if self.style == "compact":
-            system = render("ranker_compact_system")
-            user = render(
-                "ranker_compact_user",
-                space=space.name,
-                length=space.length,
-                history=history_lines(trials, mode, self.top_k, self.recent, two_digits=True),
-                pool="\n".join(pool),
-            )
-            return [SystemMessage(system), HumanMessage(user)]
-        system = render("ranker_system", space=space.describe(constraints), metric=metric, answer=PICK_ANSWER)
-        user = render(
-            "ranker_user",
-            history=history_lines(trials, mode, self.top_k, self.recent),
-            pool="\n".join(pool),
-            metric=metric,
-        )
-        return [SystemMessage(system), HumanMessage(user)]
-
-    def choice_messages(
-        self,
-        space: SearchSpace,
-        trials: Sequence[Any],
-        pool: Sequence[str],
-        *,
-        mode: str = "max",
-        metric: str = "value",
-        constraints: Sequence[str] = (),
-    ) -> list[BaseMessage]:
-        """The question of logprob scoring: the pool as lettered options (``A. CODE``), one letter to answer.
-        Everything before the pool is the same in every order of one pool."""
-        options = "\n".join(f"{label}. {code}" for label, code in zip(CHOICE_LABELS, pool))
+        """The ranker's question: the history, then the pool, one code a line to pick from; ``lettered``, the
+        question of logprob scoring: the pool as options (``A. CODE``), one letter to answer. Everything before
+        the pool is the same in every order of one pool."""
+        lines = [f"{label}. {code}" for label, code in zip(CHOICE_LABELS, pool)] if lettered else list(pool)
+        shown = "\n".join(lines)
         if self.style == "compact":
             user = render("ranker_compact_user", space=space.name, length=space.length,
-                          history=history_lines(trials, mode, self.top_k, self.recent, two_digits=True), pool=options)
-            return [SystemMessage(render("ranker_compact_choice_system")), HumanMessage(user)]
-        system = render("ranker_system", space=space.describe(constraints), metric=metric, answer=CHOICE_ANSWER)
-        user = render("ranker_choice_user", history=history_lines(trials, mode, self.top_k, self.recent),
-                      pool=options, metric=metric)
+                          history=history_lines(trials, mode, self.top_k, self.recent, two_digits=True), pool=shown)
+            system = render("ranker_compact_choice_system" if lettered else "ranker_compact_system")
+            return [SystemMessage(system), HumanMessage(user)]
+        system = render("ranker_system", space=space.describe(constraints), metric=metric,
+                        answer=CHOICE_ANSWER if lettered else PICK_ANSWER)
+        user = render("ranker_choice_user" if lettered else "ranker_user",
+                      history=history_lines(trials, mode, self.top_k, self.recent), pool=shown, metric=metric)
         return [SystemMessage(system), HumanMessage(user)]
 
     def pick(
@@ -383,7 +359,7 @@ class LLMRanker:
         read = 0
         for n, order in enumerate(orders):
             labels = list(CHOICE_LABELS[: len(order)])
-            messages = self.choice_messages(space, trials, order, **question)
+            messages = self.messages(space, trials, order, lettered=True, **question)
             outcome.attempts += 1
             try:
                 result = chat.choice_logprobs(messages, labels)

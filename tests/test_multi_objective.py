@@ -327,3 +327,31 @@ def test_single_objective_prompts_are_unchanged(tmp_path: Path, table_path: str,
     assert generator and all(u.startswith("## Strategy") for u in generator)
     navigator = [r["messages"][1]["content"] for r in requests if role_of(r) == "navigator"]
     assert all("## Best architectures so far" in u for u in navigator)
+
+
+def test_the_ranked_search_evaluates_each_networks_cheapest_code(tmp_path: Path, table_path: str) -> None:
+    """A network trains alike whatever its code, but the table's latency counts its dead edges: once the ranker
+    picks (after the random initial trials), every code it evaluates is the lowest-latency legal code of its
+    network, the one that can reach the front."""
+    from collm_nas.evaluators.nb201_table import NB201TableEvaluator
+    from collm_nas.spaces import NB201Space
+
+    space = NB201Space()
+    evaluator = NB201TableEvaluator(table_path, dataset="cifar10")
+    evaluator.want_metrics(["lat_ms_pixel3"])
+    latency = {t.ncode: t.metrics["lat_ms_pixel3"] for t in evaluator.evaluate(list(evaluator.table.rows))}
+    cheapest: dict[str, float] = {}
+    for code, ms in latency.items():
+        if not space.structural_problems(code):
+            key = space.network_key(code)
+            cheapest[key] = min(ms, cheapest.get(key, ms))
+    ws = Workspace(tmp_path / "runs", table_path=table_path)
+    ws.search(strategy="lmsearcher", budget=25, seed=2, objectives=PAIR, llm="none", run_id="cheap")
+    trials = ws.run("cheap").trials()
+    ranked = trials[10:]  # the first ten are the random initial trials
+    assert len(ranked) == 15
+    dearer = [t.ncode for t in ranked if latency[t.ncode] > cheapest[space.network_key(t.ncode)]]
+    assert not dearer, f"ranked picks with a cheaper code of the same network: {dearer}"
+    # The random initial trials draw codes, not networks: some are dearer than their network's cheapest code,
+    # so the check above is not true of any code.
+    assert any(latency[t.ncode] > cheapest[space.network_key(t.ncode)] for t in trials[:10])

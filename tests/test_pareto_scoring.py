@@ -89,3 +89,19 @@ def test_a_failed_trial_counts_for_nothing(pareto, truths, table):
     failed = [Trial(seq=0, ncode=best, arch=best, round=0, status="failed", value=None)]
     figures = pareto.front_figures(failed, objectives, truth)
     assert figures["hv_ratio"] == 0.0 and figures["front_found"] == 0.0 and figures["evals_to_0.9"] is None
+
+
+def test_the_front_the_hypervolume_counts_is_the_part_beyond_the_reference(pareto, truths, table):
+    """The counted front is the true front's codes that beat the reference in every objective; evaluating only
+    those reaches the whole hypervolume (the rest adds nothing) and finds all of it, not all of the front."""
+    truth = truths["networks"]
+    objectives = Objectives.parse(truth["objectives"])
+    reference = objectives.signed(truth["reference"])
+    counted = set(truth["counted"])
+    assert counted and counted < set(truth["front"])
+    for code in truth["front"]:
+        beats = all(x > r for x, r in zip(objectives.signed(truth["points"][code]), reference))
+        assert beats == (code in counted), code
+    figures = pareto.front_figures(_trials(truth["counted"], table), objectives, truth)
+    assert figures["hv_ratio"] == pytest.approx(1.0) and figures["counted_found"] == 1.0
+    assert figures["front_found"] < 1.0
