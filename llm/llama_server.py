@@ -25,7 +25,10 @@ nothing to win by switching them on for these models, and switching them on cras
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+import time
 from collections.abc import Sequence
 
 EXTRA_BUFFERS_FLAG = "--extra_buffers"
@@ -148,9 +151,38 @@ def add_choice_route(app) -> None:
     app.add_api_route(CHOICE_PATH, choice, methods=["POST"])
 
 
+# How often the server looks whether the process that started it is still there.
+PARENT_POLL_S = 1.0
+# Set by LocalModelServer to its own pid: the server then ends with that process. Unset (the entry point run
+# by hand), the server stays up on its own.
+PARENT_ENV = "COLLM_NAS_SERVER_PARENT"
+
+
+def end_with_parent(poll_s: float = PARENT_POLL_S) -> threading.Thread | None:
+    """Exit when the process named by ``$COLLM_NAS_SERVER_PARENT`` is gone (killed, even by SIGKILL, where its
+    own cleanup never ran): the server runs in a session of its own and would otherwise hold its gigabytes of
+    model for good. A process whose parent ends is handed to another, so its parent id changes."""
+    named = os.environ.get(PARENT_ENV)
+    if not named or not named.isdigit() or int(named) != os.getppid():  # not started by that process itself
+        return None
+    parent = int(named)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        print(f"collm-nas: the process that started this server ({parent}) is gone; the server stops",
+              file=sys.stderr, flush=True)
+        os._exit(0)
+
+    thread = threading.Thread(target=watch, name="collm-nas-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     extra, rest = split_arguments(sys.argv[1:] if argv is None else argv)
     set_extra_buffers(extra)
+    end_with_parent()
     import llama_cpp.server.__main__ as entry
 
     create_app = entry.create_app

@@ -45,7 +45,7 @@ from pathlib import Path
 from types import TracebackType
 
 from collm_nas.llm.gguf_info import GGUFInfo, read_gguf_info
-from collm_nas.llm.llama_server import HEALTH_PATH
+from collm_nas.llm.llama_server import HEALTH_PATH, PARENT_ENV
 from collm_nas.core.errors import UserError
 
 __all__ = [
@@ -440,7 +440,8 @@ class LocalModelServer:
         """
         assert self.log_path is not None
         offset = self.log_path.stat().st_size
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # The server ends with this process, however it ends (llama_server.end_with_parent).
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **{PARENT_ENV: str(os.getpid())})
         if self.n_threads == 1:
             # Decoding is single-threaded then; without this, the OpenMP
             # workers left over from prompt processing spin and, on a busy
