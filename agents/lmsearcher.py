@@ -19,7 +19,9 @@ and the Coordinator screens them like any other proposal.
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import random
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -34,6 +36,8 @@ from collm_nas.core.pareto import (expected_improvements_2d, expected_improvemen
                                    non_dominated)
 from collm_nas.core.strategy import Generator, Navigator, RoundContext, SearchStrategy, Strategy
 from collm_nas.agents.surrogate import LearnedRanker, PriorModel
+from collm_nas.agents.llm_prior import NAME as LLM_PRIOR_NAME
+from collm_nas.agents.llm_prior import NoPreferences, OptionPreferences, ask_preferences, preference_text
 from collm_nas.core.space import SearchSpace
 from collm_nas.tools.grammar import legal_codes
 from collm_nas.tools.pools import sample_pool
@@ -66,6 +70,48 @@ def learned_ranking(ctx: RoundContext, pool: list[str], acquisition: str = "ei")
     ranker = LearnedRanker(ctx.space, mode=ctx.mode, acquisition=acquisition, prior=models, seed=ctx.seed)
     ranker.fit([t.ncode for t in ok], [t.value for t in ok])
     return ranker.rank(pool)
+
+
+@lru_cache(maxsize=8)
+def _llm_prior_entry(space: SearchSpace, codes: tuple[str, ...], scores: str) -> tuple[str, list[str], list[float]]:
+    preferences = OptionPreferences.from_dict(json.loads(scores))
+    return (LLM_PRIOR_NAME, list(codes), preferences.values(space, codes))
+
+
+def _prior_codes(ctx: RoundContext) -> tuple[str, ...]:
+    """The codes the LLM's prior is written for: every legal code where the space is small enough to list,
+    else a fixed sample (the prior model generalises from it)."""
+    everything = legal_codes(ctx.checker) if ctx.checker is not None else None
+    if everything is not None:
+        return tuple(everything)
+    return tuple(sample_pool(ctx.space, ctx.is_legal, LEARNED_POOL, random.Random(ctx.seed), prune_prob=0.0))
+
+
+def with_llm_prior(ctx: RoundContext) -> list | None:
+    """The run's prior, with the LLM's own knowledge where the run asks for it (``--prior llm``): the model is
+    asked once, in the run's first round (its calls counted there), and its answer is kept in the Navigator's
+    memory, so a resumed run goes on with the same prior and never asks again. A model that cannot answer
+    (no log-probabilities, unavailable) leaves the ranker without it, and the round says so."""
+    if not ctx.llm_prior:
+        return ctx.prior
+    held = ctx.memory.get("llm_prior")
+    if held is None:
+        objective = ctx.goal
+        metric = objective.metric if objective else "score"
+        try:
+            if ctx.llm is None:
+                raise NoPreferences("no LLM is open in this run", [])
+            held = ask_preferences(ctx.llm.chat("ranker"), ctx.space, metric, ctx.mode,
+                                   on_call=ctx.calls.append).to_dict()
+        except NoPreferences as e:
+            held = {"error": str(e)}
+            ctx.warnings.append(f"the LLM's prior (--prior llm) is missing: {e}; the learned ranker goes on "
+                                "without it")
+        ctx.memory["llm_prior"] = held
+    if "error" in held:
+        return ctx.prior
+    entry = _llm_prior_entry(ctx.space, _prior_codes(ctx), json.dumps(held, sort_keys=True))
+    return [*(ctx.prior or []), entry]
 
 
 # ParEGO's augmentation of the Chebyshev scalarisation, and how optimistic a predicted objective is taken.
@@ -226,17 +272,23 @@ class RankingNavigator(Navigator):
 
     def navigate(self, ctx: RoundContext) -> Strategy:
         ok = [t for t in ctx.history.trials() if t.ok]
-        prior = ctx.prior
+        asked = ctx.llm_prior and "llm_prior" not in ctx.memory  # this round asks the model for its prior
+        prior = ctx.prior = with_llm_prior(ctx)
         # A prior lets one objective be ranked from the first round; several objectives need trials first (the
         # focus point and the front come from them).
-        if len(ok) < self.initial and (prior is None or ctx.multi_objective):
-            return Strategy(summary=f"random initial trials ({len(ok)}/{self.initial})", plan={"phase": "init", "llm": "not needed"})
+        if len(ok) < self.initial and (not prior or ctx.multi_objective):
+            summary = f"random initial trials ({len(ok)}/{self.initial})"
+            if asked and "scores" in ctx.memory.get("llm_prior", {}):
+                summary += f"; the LLM's prior: {preference_text(ctx.space, ctx.memory['llm_prior'])}"
+            return Strategy(summary=summary,
+                            plan={"phase": "init", "llm": "asked for the prior" if asked else "not needed"})
         rng = ctx.rng("navigator")
         seen = ctx.seen_codes()  # with every code of an evaluated network, where the run evaluates each once
         picks: list[str] = []
         how = "learned"
         ranked: list[str] | None = None  # the learned ranking of the unseen candidates, computed once a round
-        if ctx.llm is not None and llm_ready(ctx) and len(ok) >= self.initial:
+        ranks = ctx.ranker_pool != "none" and len(ok) >= self.initial  # a round the LLM is meant to rank
+        if ctx.llm is not None and llm_ready(ctx) and ranks:
             if ctx.ranker_pool == "learned":
                 ranked = learned_ranking(ctx, self._unseen(ctx, rng, seen), self.acquisition)
             picks = self._llm_picks(ctx, rng, seen, ranked)
@@ -249,8 +301,13 @@ class RankingNavigator(Navigator):
             picks += [c for c in ranked if ctx.network_key(c) not in picked][:missing]
             if how != "learned":
                 how += "+learned"
-        return Strategy(summary=f"rank candidate pools ({how} ranker) and evaluate the most promising",
-                        plan={"phase": "rank", "picks": picks, "ranker": how})
+        plan = {"phase": "rank", "picks": picks, "ranker": how}
+        if not ranks:  # the learned ranker's round by design (no fallback), unless it asked for the prior
+            plan["llm"] = "asked for the prior" if asked else "not needed"
+        summary = f"rank candidate pools ({how} ranker) and evaluate the most promising"
+        if asked and "scores" in ctx.memory.get("llm_prior", {}):
+            summary += f"; the LLM's prior: {preference_text(ctx.space, ctx.memory['llm_prior'])}"
+        return Strategy(summary=summary, plan=plan)
 
     def _unseen(self, ctx: RoundContext, rng, taken: set[str]) -> list[str]:
         """What the learned ranker scores: every unseen legal network (one code each) where the space is small

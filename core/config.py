@@ -113,8 +113,10 @@ class RunConfig(BaseModel):
                                          faces=())
     prior: list[str] = spec_field(
         help="warm-start the learned ranker from another run's id, another dataset's table column (e.g. "
-        "table:cifar100_test) or a zero-cost proxy of every network of the space (proxy:naswot; nb201, computed "
-        "once per machine); never the target's own results", metavar="RUN_ID|table:COLUMN|proxy:NAME",
+        "table:cifar100_test), a zero-cost proxy of every network of the space (proxy:naswot; nb201, computed "
+        "once per machine) or the run's LLM's own knowledge (llm: asked once which of each two options of a "
+        "decision is better; lmsearcher with an LLM); never the target's own results",
+        metavar="RUN_ID|table:COLUMN|proxy:NAME|llm",
         repeat=True,
         default_factory=list)
     train_options: dict[str, Any] = spec_field(
@@ -145,10 +147,11 @@ class RunConfig(BaseModel):
         1, "the Navigator writes a new strategy every N rounds; in between, the Generator works from the latest "
         "one (fewer calls for a slow local model; a person's rejection or a fallback round always brings a new "
         "strategy)", group=LLM, ge=1, le=20, metavar="N")
-    ranker_pool: Literal["learned", "subspace"] = spec_field(
+    ranker_pool: Literal["learned", "subspace", "none"] = spec_field(
         "learned", "lmsearcher with an LLM: the pools the LLM ranks: learned (the learned ranker's best unseen "
-        "candidates, shown in a shuffled order) or subspace (LM-Searcher's own pruning-based subspace samples)",
-        group=LLM)
+        "candidates, shown in a shuffled order), subspace (LM-Searcher's own pruning-based subspace samples) or "
+        "none (the LLM ranks nothing and the learned ranker picks every round: with --prior llm, the model's "
+        "knowledge is its prior)", group=LLM)
     ranker_pool_size: int | None = spec_field(
         None, "candidates in each pool the LLM ranks (default: 10 for subspace pools, 5 for learned ones)",
         group=LLM, ge=2, le=50, metavar="N")

@@ -291,6 +291,17 @@ class SearchSpace:
         """Extra numeric features per code (only where ``provides_features`` is True)."""
         raise NotImplementedError(f"space '{self.name}' provides no features")
 
+    def option_text(self, position: int, option: str) -> str:
+        """``option`` of the decision at ``position`` in words, for a question to a model (default: its name)."""
+        return option
+
+    def effective_options(self, ncode: str) -> list[str | None]:
+        """Per position, the option the network really has there: the code's own (default), ``None`` where the
+        decision is switched off (a conditional space); a space whose codes carry options that compute nothing
+        names what they amount to (NAS-Bench-201: a dead edge is a cut one, ``none``)."""
+        idx = self.indices(ncode)
+        return [d.options[i] if self.is_active(p, idx) else None for p, (d, i) in enumerate(zip(self.decisions, idx))]
+
     def _allowed_chars(self, d: Decision) -> str:
         last = index_to_char(len(d.options) - 1)
         return "'0'" if last == "0" else f"'0'..'{last}'"

@@ -70,7 +70,8 @@ class RoundContext:
     tools: Any = None  # LangChain tools an LLM role may call (None or empty: the direct path)
     tool_rounds: int = 0  # tool rounds a role may take this turn before it must answer
     navigate_every: int = 1  # an LLM Navigator writes a new strategy every N rounds (RunConfig.navigate_every)
-    ranker_pool: str = "learned"  # where an LLM ranker's pools come from (RunConfig.ranker_pool)
+    ranker_pool: str = "learned"  # where an LLM ranker's pools come from (RunConfig.ranker_pool; "none": nowhere)
+    llm_prior: bool = False  # the learned ranker's prior includes the LLM's own knowledge (--prior llm)
     ranker_pool_size: int | None = None  # candidates per LLM-ranked pool (None: the strategy's default)
     ranker_scoring: str = "pick"  # how an LLM ranker chooses (RunConfig.ranker_scoring)
     ranker_orders: int | None = None  # logprob scoring: orders a pool is asked in (None: one per candidate)

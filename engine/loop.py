@@ -40,7 +40,7 @@ from collm_nas.core.store import FINISHED
 from collm_nas.engine.approval import (Pause, apply_edit, estimate_costs, needs_approval, parse_reply, pause_payload,
                                        strategy_shown)
 from collm_nas.engine.figures import llm_figures
-from collm_nas.engine.prior import Prior, load_prior
+from collm_nas.engine.prior import LLM_PRIOR, Prior, load_prior
 from collm_nas.evaluators import reads_table
 from collm_nas.spaces import SPACES, parse_constraints, space_from_dict
 from collm_nas.storage import RunHistory
@@ -247,6 +247,7 @@ class SearchLoop:
             tool_rounds=self.config.tool_rounds,
             navigate_every=self.config.navigate_every,
             ranker_pool=self.config.ranker_pool,
+            llm_prior=LLM_PRIOR in self.config.prior,
             ranker_pool_size=self.config.ranker_pool_size,
             ranker_scoring=self.config.ranker_scoring,
             ranker_orders=self.config.ranker_orders,

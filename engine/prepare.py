@@ -79,6 +79,10 @@ def resolve_config(config: RunConfig, settings: Settings, *, runs_dir: Path | No
         config.train_options["cache_dir"] = str((base / "supernets").expanduser().resolve())
     strategy = STRATEGIES.resolve(config.strategy)
     note = None
+    asks_prior = "llm" in config.prior
+    if asks_prior and "ranker" not in strategy.llm_roles:
+        raise UserError(f"--prior llm is the learned ranker's prior, asked of the ranker's LLM; strategy "
+                        f"'{config.strategy}' has neither: use --strategy lmsearcher, or drop --prior llm")
     if not strategy.uses_llm:
         return config, None
     from collm_nas.llm.session import check_role_options, resolve_llm
@@ -96,6 +100,12 @@ def resolve_config(config: RunConfig, settings: Settings, *, runs_dir: Path | No
     if note:
         note += (f": the LLM-free fallback strategy '{config.fallback}' runs instead" if strategy.needs_llm
                  else f": {config.strategy} uses its learned ranker")
+    if config.llm == "none" and asks_prior:
+        raise UserError("--prior llm asks the run's LLM, and this run has none" + (f" ({note})" if note else "")
+                        + "; use --llm local (or an endpoint), or drop --prior llm")
+    if config.ranker_pool == "none" and config.llm != "none" and not asks_prior:
+        raise UserError("--ranker-pool none leaves the LLM nothing to do; add --prior llm (the model's knowledge "
+                        "as the learned ranker's prior), or use --llm none")
     return config, note
 
 

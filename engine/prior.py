@@ -1,5 +1,7 @@
 """Warm-start data for the learned ranker (``--prior``): other runs, other columns of a tabular benchmark, or
-a zero-cost proxy of every network of the space (``proxy:naswot``; computed once per machine, then cached).
+a zero-cost proxy of every network of the space (``proxy:naswot``; computed once per machine, then cached),
+or the run's LLM's own knowledge (``llm``: the strategy asks it in the run's first round, see
+:mod:`collm_nas.agents.llm_prior`).
 
 A prior never comes from the target itself: not the run's own results, not
 another run of the same task, not the searched column of the table.
@@ -15,6 +17,7 @@ from collm_nas.core import Evaluator, RunConfig, SearchSpace, TrialStore, UserEr
 Prior = list[tuple[str, list[str], list[float]]]  # (name, codes, values) per prior
 
 _DATASET_PREFIXES = ("cifar100_", "cifar10_", "imagenet16_")
+LLM_PRIOR = "llm"  # --prior llm: the run's LLM's own knowledge (collm_nas.agents.llm_prior)
 
 
 def _dataset_of_column(column: str) -> str | None:
@@ -32,6 +35,8 @@ def load_prior(config: RunConfig, run_id: str, evaluator: Evaluator, is_legal, s
     target = _dataset_of_column(evaluator.searched_metric)
     out: Prior = []
     for ref in config.prior:
+        if ref == LLM_PRIOR:  # asked by the strategy, of the run's LLM, in its first round
+            continue
         if ref.startswith("proxy:"):
             from collm_nas.evaluators.proxy_prior import check_proxy, proxy_prior
 

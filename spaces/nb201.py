@@ -16,6 +16,14 @@ from collm_nas.core.errors import UserError
 from collm_nas.core.space import Decision, Problem, SearchSpace
 
 OPERATIONS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+# What each operation is, in words (a model's question names them so).
+OPERATION_TEXT = {
+    "none": "no operation: the edge carries zeros (it is cut)",
+    "skip_connect": "an identity skip connection",
+    "nor_conv_1x1": "a 1x1 convolution (ReLU, convolution, batch normalisation)",
+    "nor_conv_3x3": "a 3x3 convolution (ReLU, convolution, batch normalisation)",
+    "avg_pool_3x3": "a 3x3 average pooling",
+}
 # (to_node, from_node) in the benchmark's edge order.
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 _EDGE_RE = re.compile(r"^([a-z_0-9]+)~(\d)$")
@@ -92,6 +100,14 @@ class NB201Space(SearchSpace):
     def features(self, ncodes: Sequence[str]) -> list[tuple[float, ...]]:
         """Per code: the share of the 6 edges that are live and carry each operation (skip, 1x1, 3x3, pool)."""
         return [live_operation_shares(code) for code in ncodes]
+
+    def option_text(self, position: int, option: str) -> str:
+        return OPERATION_TEXT.get(option, option)
+
+    def effective_options(self, ncode: str) -> list[str | None]:
+        """Per edge, its operation where it is live, else ``none``: a dead edge computes nothing (see
+        :func:`live_edges`)."""
+        return [OPERATIONS[int(d)] if live else "none" for d, live in zip(ncode, live_edges(ncode))]
 
     def rules_text(self) -> str:
         return (

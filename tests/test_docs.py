@@ -29,7 +29,7 @@ NO_RUN = "<!-- no-run"
 
 SETUP_AND_SEARCH = ("bash scripts/setup.sh && .venv/bin/collm-nas search --space nb201 --dataset cifar10 "
                     "--strategy local --budget 100 --seed 0")
-TESTS = ".venv/bin/python -m pytest -q"
+TESTS = ".venv/bin/python -m pytest -q -n auto"
 README_MAX_LINES = 250
 
 _FENCE = re.compile(r"^(?P<indent>[ ]*)(?P<fence>`{3,})(?P<info>[^`]*)$")

@@ -56,3 +56,33 @@ def test_lmsearcher_ranks_by_logprob_on_the_local_model(tmp_path, table_path):
     assert summary["completion_tokens"] == summary["calls"]
     strategies = [r.get("strategy") or "" for r in ws.run("lp").rounds()]
     assert sum("(llm on learned pools ranker)" in s for s in strategies) == 4
+
+
+def test_the_local_models_knowledge_is_the_rankers_prior_from_round_one(tmp_path, table_path):
+    """--prior llm on the real embedded model: 20 one-token questions in round 1, every one answered with real
+    probabilities, and the first code evaluated is the best legal code by the values the answer gives."""
+    from collm_nas.agents.llm_prior import ask_preferences
+    from collm_nas.llm.session import open_llm
+    from collm_nas.spaces.nb201 import NB201Space, reaches_output
+
+    ws = Workspace(tmp_path / "runs", table_path=table_path)
+    result = ws.search(space="nb201", dataset="cifar10", strategy="lmsearcher", llm="local", budget=6, seed=0,
+                       run_id="known", prior=["llm"], ranker_pool="none")
+    assert result.status == "finished" and result.evaluations == 6 and result.degraded is None
+    run = ws.run("known")
+    summary = run.llm_summary()
+    assert (summary["calls"], summary["failed_calls"], summary["completion_tokens"]) == (20, 0, 20)
+    assert (summary["llm_rounds"], summary["wanted_rounds"]) == (1, 1) and summary["prompt_tokens"] > 20 * 50
+    space = NB201Space()
+    rounds = run.rounds()
+    assert rounds[0]["llm"]["calls"] == 20 and all(r["llm"]["calls"] == 0 for r in rounds[1:])
+    order = rounds[0]["strategy"].split("the LLM's prior: ", 1)[1].split(" > ")
+    assert sorted(order) == sorted(["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"])
+    # Asked again (greedy, so the same answer): every legal code gets a value, and round 1 evaluated the best.
+    with open_llm("local", {}, roles=("ranker",)) as roles:
+        again = ask_preferences(roles.chat("ranker"), space, "cifar10_valid")
+    assert again.ranking(0) == order
+    codes = [c for c in space.enumerate() if reaches_output(c)]
+    values = dict(zip(codes, again.values(space, codes)))
+    assert values[run.trials()[0].ncode] == max(values.values())
+    assert len(set(values.values())) > 10  # real, unequal preferences
