@@ -156,11 +156,8 @@ def ask_preferences(chat: Any, space: SearchSpace, metric: str, mode: str = "max
 def preference_text(space: SearchSpace, held: dict[str, Any]) -> str:
     """The model's preferences in one line, per option group: ``a > b > c`` (best first)."""
     preferences = OptionPreferences.from_dict(held)
-    parts = []
-    for group in option_groups(space):
-        if preferences.scores[group.positions[0]] is None:
-            continue
-        order = " > ".join(preferences.ranking(group.positions[0]))
-        parts.append(order if len(parts) == 0 and len(option_groups(space)) == 1
-                     else f"{space.decisions[group.positions[0]].name}: {order}")
-    return "; ".join(parts)
+    groups = [g for g in option_groups(space) if preferences.scores[g.positions[0]] is not None]
+    orders = [" > ".join(preferences.ranking(g.positions[0])) for g in groups]
+    if len(orders) == 1:  # one set of options (NAS-Bench-201's edges): the order alone
+        return orders[0]
+    return "; ".join(f"{space.decisions[g.positions[0]].name}: {o}" for g, o in zip(groups, orders))
